@@ -1,0 +1,1 @@
+//! Akeneo Asset Manager client.

@@ -1,0 +1,7 @@
+//! dam-sync core library.
+//!
+//! Everything the Lambda functions and the CLI do lives here, behind ports named by capability
+//! (what the pipeline needs) with adapters named by vendor (Akeneo, Cloudinary, ...). Handlers
+//! stay thin: they parse their trigger, call into this crate and map the outcome.
+
+pub mod akeneo;

@@ -1,0 +1,1 @@
+//! Akeneo simulator (see README).
