@@ -5,3 +5,4 @@
 //! stay thin: they parse their trigger, call into this crate and map the outcome.
 
 pub mod akeneo;
+pub mod dam;
