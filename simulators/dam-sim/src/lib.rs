@@ -1,0 +1,1 @@
+//! DAM simulator (see README).

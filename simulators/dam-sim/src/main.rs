@@ -1,0 +1,2 @@
+//! dam-sim binary.
+fn main() {}
