@@ -6,3 +6,5 @@
 
 pub mod akeneo;
 pub mod dam;
+pub mod ingest;
+pub mod queue;

@@ -11,6 +11,11 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub mod bynder;
+pub mod cloudinary;
+pub mod generic;
+mod verify;
+
 /// Which DAM an event or asset comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

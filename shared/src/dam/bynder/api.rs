@@ -1,0 +1,1 @@
+//! Bynder REST client (AssetSource).

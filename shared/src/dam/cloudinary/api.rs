@@ -1,0 +1,1 @@
+//! Cloudinary REST client (AssetSource).

@@ -1,0 +1,1 @@
+//! Generic REST client (AssetSource).
