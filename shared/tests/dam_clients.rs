@@ -5,18 +5,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dam_sim::{DamSim, DamSimConfig, DamSimHandle, Faults};
 use futures::StreamExt;
 use serde_json::json;
-use shared::dam::bynder::api::{BynderApi, BynderSettings};
-use shared::dam::cloudinary::api::{CloudinaryApi, CloudinarySettings};
-use shared::dam::generic::api::{GenericApi, GenericSettings};
+use shared::dam::bynder::api::{BynderApi, BynderApiSettings};
+use shared::dam::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
+use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::{AssetSource, DamError, DamKind, Fetched, Page, PageToken};
 use url::Url;
 
 fn generic(sim: &DamSimHandle) -> GenericApi {
-    let s = GenericSettings::new(
+    let s = GenericApiSettings::new(
         Url::parse(&sim.generic_base_url()).unwrap(),
         sim.config().generic_token.clone().into(),
     );
-    GenericApi::new(GenericSettings {
+    GenericApi::new(GenericApiSettings {
         fetch_batch: 2,
         ..s
     })
@@ -25,7 +25,7 @@ fn generic(sim: &DamSimHandle) -> GenericApi {
 
 fn cloudinary(sim: &DamSimHandle) -> CloudinaryApi {
     let c = sim.config();
-    let mut s = CloudinarySettings::new(
+    let mut s = CloudinaryApiSettings::new(
         c.cloud_name.clone(),
         c.cloudinary_api_key.clone(),
         c.cloudinary_api_secret.clone().into(),
@@ -35,8 +35,8 @@ fn cloudinary(sim: &DamSimHandle) -> CloudinaryApi {
     CloudinaryApi::new(s).unwrap()
 }
 
-fn bynder_settings(sim: &DamSimHandle) -> BynderSettings {
-    let mut s = BynderSettings::new(
+fn bynder_settings(sim: &DamSimHandle) -> BynderApiSettings {
+    let mut s = BynderApiSettings::new(
         Url::parse(&sim.base_url()).unwrap(),
         sim.config().bynder_token.clone().into(),
     );
@@ -255,7 +255,7 @@ async fn errors_are_classified() {
     drop(stream);
     sim.set_faults(Faults::default());
 
-    let bad_token = GenericApi::new(GenericSettings::new(
+    let bad_token = GenericApi::new(GenericApiSettings::new(
         Url::parse(&sim.generic_base_url()).unwrap(),
         "wrong".to_string().into(),
     ))
@@ -265,7 +265,7 @@ async fn errors_are_classified() {
         matches!(e, DamError::Unauthorized(_)) && !e.is_retriable(),
         "{e:?}"
     );
-    let wrong_path = GenericApi::new(GenericSettings::new(
+    let wrong_path = GenericApi::new(GenericApiSettings::new(
         Url::parse(&format!("{}/nowhere", sim.base_url())).unwrap(),
         sim.config().generic_token.clone().into(),
     ))
@@ -285,7 +285,7 @@ async fn errors_are_classified() {
     let addr = sim.addr();
     sim.shutdown().await;
     // Nothing listens any more: connection refused is transient.
-    let gone = GenericApi::new(GenericSettings::new(
+    let gone = GenericApi::new(GenericApiSettings::new(
         Url::parse(&format!("http://{addr}/generic")).unwrap(),
         "t".to_string().into(),
     ))
@@ -315,7 +315,7 @@ async fn errors_are_classified() {
         }
         other => panic!("expected RateLimited with reset, got {other:?}"),
     }
-    let mut wrong = CloudinarySettings::new("dam-sim", "key", "nope".to_string().into());
+    let mut wrong = CloudinaryApiSettings::new("dam-sim", "key", "nope".to_string().into());
     wrong.api_base = Url::parse(&sim.base_url()).unwrap();
     let e = CloudinaryApi::new(wrong)
         .unwrap()

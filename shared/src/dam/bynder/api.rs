@@ -37,7 +37,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// Settings of the Bynder client.
 #[derive(Debug, Clone)]
-pub struct BynderSettings {
+pub struct BynderApiSettings {
     /// The portal, e.g. `https://acme.bynder.com`.
     pub base_url: Url,
     pub token: SecretString,
@@ -53,7 +53,7 @@ pub struct BynderSettings {
     pub budget_max_wait: Duration,
 }
 
-impl BynderSettings {
+impl BynderApiSettings {
     pub fn new(base_url: Url, token: SecretString) -> Self {
         Self {
             base_url,
@@ -133,7 +133,7 @@ impl RequestBudget {
 #[derive(Debug, Clone)]
 pub struct BynderApi {
     http: reqwest::Client,
-    settings: BynderSettings,
+    settings: BynderApiSettings,
     budget: Arc<RequestBudget>,
 }
 
@@ -149,7 +149,7 @@ struct MediaToken {
 
 impl BynderApi {
     /// A client with its own budget from `settings`.
-    pub fn new(settings: BynderSettings) -> Result<Self, DamError> {
+    pub fn new(settings: BynderApiSettings) -> Result<Self, DamError> {
         let budget = Arc::new(RequestBudget::new(
             settings.budget_requests,
             settings.budget_window,
@@ -159,7 +159,7 @@ impl BynderApi {
 
     /// A client drawing on a shared budget.
     pub fn with_budget(
-        settings: BynderSettings,
+        settings: BynderApiSettings,
         budget: Arc<RequestBudget>,
     ) -> Result<Self, DamError> {
         Ok(Self {

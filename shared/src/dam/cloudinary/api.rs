@@ -36,7 +36,7 @@ pub const MAX_PAGE_SIZE: usize = 500;
 
 /// Settings of the Cloudinary client.
 #[derive(Debug, Clone)]
-pub struct CloudinarySettings {
+pub struct CloudinaryApiSettings {
     /// Admin API host. Default `https://api.cloudinary.com`.
     pub api_base: Url,
     pub cloud_name: String,
@@ -50,7 +50,7 @@ pub struct CloudinarySettings {
     pub scope_expression: Option<String>,
 }
 
-impl CloudinarySettings {
+impl CloudinaryApiSettings {
     pub fn new(
         cloud_name: impl Into<String>,
         api_key: impl Into<String>,
@@ -71,7 +71,7 @@ impl CloudinarySettings {
 #[derive(Debug, Clone)]
 pub struct CloudinaryApi {
     http: reqwest::Client,
-    settings: CloudinarySettings,
+    settings: CloudinaryApiSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +90,7 @@ struct SearchToken {
 }
 
 impl CloudinaryApi {
-    pub fn new(settings: CloudinarySettings) -> Result<Self, DamError> {
+    pub fn new(settings: CloudinaryApiSettings) -> Result<Self, DamError> {
         Ok(Self {
             http: http_client(settings.timeout)?,
             settings,

@@ -28,7 +28,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// Settings of the generic client.
 #[derive(Debug, Clone)]
-pub struct GenericSettings {
+pub struct GenericApiSettings {
     /// Base of the contract; `{base_url}/assets` and `{base_url}/changes` are called.
     pub base_url: Url,
     /// Sent as `Authorization: Bearer <token>`.
@@ -39,7 +39,7 @@ pub struct GenericSettings {
     pub fetch_batch: usize,
 }
 
-impl GenericSettings {
+impl GenericApiSettings {
     pub fn new(base_url: Url, token: SecretString) -> Self {
         Self {
             base_url,
@@ -54,11 +54,11 @@ impl GenericSettings {
 #[derive(Debug, Clone)]
 pub struct GenericApi {
     http: reqwest::Client,
-    settings: GenericSettings,
+    settings: GenericApiSettings,
 }
 
 impl GenericApi {
-    pub fn new(settings: GenericSettings) -> Result<Self, DamError> {
+    pub fn new(settings: GenericApiSettings) -> Result<Self, DamError> {
         Ok(Self {
             http: http_client(settings.timeout)?,
             settings,
