@@ -204,17 +204,17 @@ mod tests {
 
     #[test]
     fn sliding_block_extends_while_called() {
-        let mut b = SlidingBlock::new(2, Duration::from_millis(80));
+        let mut b = SlidingBlock::new(2, Duration::from_millis(400));
         assert!(b.allow() && b.allow());
         assert!(!b.allow(), "third call in the window is refused");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(!b.allow(), "still blocked, and this call extends the block");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(
             !b.allow(),
-            "100 ms after the first refusal, but only 50 since the last"
+            "500 ms after the first refusal, but only 250 since the last"
         );
-        std::thread::sleep(Duration::from_millis(90));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow(), "a quiet full window lifts the block");
     }
 

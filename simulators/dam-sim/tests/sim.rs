@@ -281,7 +281,7 @@ async fn cloudinary_search_pages_modified_since_and_spends_the_hourly_budget() {
 async fn bynder_lists_media_and_blocks_with_a_bare_429_that_calls_extend() {
     let sim = DamSim::start(DamSimConfig {
         bynder_rate_limit: 4,
-        bynder_rate_window: Duration::from_millis(300),
+        bynder_rate_window: Duration::from_millis(1500),
         ..DamSimConfig::default()
     })
     .await
@@ -332,18 +332,18 @@ async fn bynder_lists_media_and_blocks_with_a_bare_429_that_calls_extend() {
         .unwrap();
     assert_eq!(totals["total"]["count"], 1);
 
-    // Fifth call inside 300 ms: blocked, with no rate-limit headers at all.
+    // Fifth call inside the 1.5 s window: blocked, with no rate-limit headers at all.
     let r = get("/api/v4/media/m1/".into()).await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_none());
     assert!(!r.headers().keys().any(|k| k.as_str().contains("ratelimit")));
-    // Calls every 200 ms keep the block alive past the original window...
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Calls every second keep the block alive past the original window...
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(get("/api/v4/media/m1/".into()).await.unwrap().status(), 429);
     }
     // ...and a quiet full window lifts it.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(get("/api/v4/media/m1/".into()).await.unwrap().status(), 200);
     sim.shutdown().await;
 }
