@@ -167,6 +167,11 @@ async fn cloudinary_client_fetches_and_lists() {
 
     let sim = DamSim::start(stepped()).await.unwrap();
     check_listing(&cloudinary(&sim), &sim).await;
+    // Listings ask for the optional groups the Search API omits by default.
+    let listed = pages(&cloudinary(&sim), None, None, 10).await;
+    let first = &listed[0].assets[0].fields;
+    assert!(first["context"]["custom"]["title"].is_string(), "{first}");
+    assert!(first["tags"].is_array() && first["metadata"]["sku"].is_string());
     sim.shutdown().await;
 }
 

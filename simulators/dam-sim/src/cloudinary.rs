@@ -7,6 +7,10 @@
 //! `created_at`, `uploaded_at`, `last_updated.updated_at` with `>`, `>=`, `<`, `<=`, `=`
 //! against an RFC 3339 value (compared at second granularity, like the dates printed).
 //! "Modified since" is `last_updated.updated_at>="..."`: every catalogue change bumps it.
+//!
+//! Like the Admin API, `tags`, `context` and `metadata` are only returned when asked for:
+//! `with_field` in a search body, `tags=true`/`context=true`/`metadata=true` on
+//! `by_asset_ids`.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -47,8 +51,29 @@ pub fn public_id(a: &SimAsset) -> String {
         .map_or_else(|| format!("dam-sim/{}", a.id), str::to_owned)
 }
 
-/// The Admin API resource JSON of one asset.
+/// Which optional attribute groups a resource JSON carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Include {
+    pub tags: bool,
+    pub context: bool,
+    pub metadata: bool,
+}
+
+impl Include {
+    pub const ALL: Include = Include {
+        tags: true,
+        context: true,
+        metadata: true,
+    };
+}
+
+/// The Admin API resource JSON of one asset, with every optional group.
 pub fn resource_json(a: &SimAsset, cloud: &str) -> Value {
+    resource_json_with(a, cloud, Include::ALL)
+}
+
+/// The Admin API resource JSON of one asset.
+pub fn resource_json_with(a: &SimAsset, cloud: &str, include: Include) -> Value {
     let format = a.str_field("format").unwrap_or("jpg").to_owned();
     let public_id = public_id(a);
     let secure_url = a.str_field("url").map_or_else(
@@ -76,7 +101,7 @@ pub fn resource_json(a: &SimAsset, cloud: &str) -> Value {
         }
     }
     let updated = iso_secs(a.modified_at_ms);
-    json!({
+    let mut r = json!({
         "asset_id": a.id,
         "public_id": public_id,
         "folder": public_id.rsplit_once('/').map_or("", |(f, _)| f),
@@ -100,10 +125,17 @@ pub fn resource_json(a: &SimAsset, cloud: &str) -> Value {
             "context_updated_at": updated,
             "tags_updated_at": updated,
         },
-        "tags": a.fields.get("tags").cloned().unwrap_or(json!([])),
-        "context": { "custom": context },
-        "metadata": metadata,
-    })
+    });
+    if include.tags {
+        r["tags"] = a.fields.get("tags").cloned().unwrap_or(json!([]));
+    }
+    if include.context {
+        r["context"] = json!({ "custom": context });
+    }
+    if include.metadata {
+        r["metadata"] = Value::Object(metadata);
+    }
+    r
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -159,8 +191,15 @@ pub(crate) async fn by_asset_ids(
         Ok(h) => h,
         Err(r) => return *r,
     };
-    let ids: Vec<String> = query_pairs(q.as_deref())
-        .into_iter()
+    let pairs = query_pairs(q.as_deref());
+    let flag = |name: &str| pairs.iter().any(|(k, v)| k == name && v == "true");
+    let include = Include {
+        tags: flag("tags"),
+        context: flag("context"),
+        metadata: flag("metadata"),
+    };
+    let ids: Vec<&String> = pairs
+        .iter()
         .filter(|(k, _)| k == "asset_ids[]" || k == "asset_ids")
         .map(|(_, v)| v)
         .collect();
@@ -171,7 +210,7 @@ pub(crate) async fn by_asset_ids(
     let resources: Vec<Value> = ids
         .iter()
         .filter_map(|id| cat.live(id))
-        .map(|a| resource_json(a, &cloud))
+        .map(|a| resource_json_with(a, &cloud, include))
         .collect();
     (rate, Json(json!({ "resources": resources }))).into_response()
 }
@@ -183,6 +222,22 @@ pub(crate) struct SearchBody {
     sort_by: Vec<Map<String, Value>>,
     max_results: Option<usize>,
     next_cursor: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    with_field: Vec<String>,
+}
+
+/// `with_field` may be one string or a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -424,7 +479,16 @@ pub(crate) async fn search(
         .peekable();
     let page: Vec<&(Vec<Key>, &SimAsset)> = rest.by_ref().take(max).collect();
     let more = rest.peek().is_some();
-    let resources: Vec<Value> = page.iter().map(|(_, a)| resource_json(a, &cloud)).collect();
+    let has = |f: &str| body.with_field.iter().any(|w| w == f);
+    let include = Include {
+        tags: has("tags"),
+        context: has("context"),
+        metadata: has("metadata"),
+    };
+    let resources: Vec<Value> = page
+        .iter()
+        .map(|(_, a)| resource_json_with(a, &cloud, include))
+        .collect();
     let mut out = json!({ "total_count": total, "time": 1, "resources": resources });
     if let (true, Some((k, _))) = (more, page.last()) {
         let cursor = URL_SAFE_NO_PAD.encode(serde_json::to_vec(k).unwrap_or_default());

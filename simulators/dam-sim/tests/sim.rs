@@ -173,6 +173,7 @@ async fn cloudinary_search_pages_modified_since_and_spends_the_hourly_budget() {
         "expression": format!("last_updated.updated_at>=\"{since}\" AND resource_type:image"),
         "sort_by": [{"last_updated.updated_at": "asc"}],
         "max_results": 3,
+        "with_field": ["context", "tags", "metadata"],
     });
 
     let r = client()
@@ -227,7 +228,7 @@ async fn cloudinary_search_pages_modified_since_and_spends_the_hourly_budget() {
     assert!(p2.get("next_cursor").is_none(), "last page has no cursor");
 
     let by_ids = format!(
-        "{}/v1_1/dam-sim/resources/by_asset_ids?asset_ids[]={}&asset_ids[]=missing",
+        "{}/v1_1/dam-sim/resources/by_asset_ids?asset_ids[]={}&asset_ids[]=missing&tags=true",
         sim.base_url(),
         ids[2]
     );
@@ -242,6 +243,10 @@ async fn cloudinary_search_pages_modified_since_and_spends_the_hourly_budget() {
         .unwrap();
     assert_eq!(r["resources"].as_array().unwrap().len(), 1);
     assert_eq!(r["resources"][0]["asset_id"], ids[2].as_str());
+    // Optional groups only when asked for, as in the Admin API.
+    assert!(r["resources"][0]["tags"].is_array());
+    assert!(r["resources"][0].get("context").is_none());
+    assert!(r["resources"][0].get("metadata").is_none());
 
     let bad = json!({"expression": "colour:red"});
     let r = client()

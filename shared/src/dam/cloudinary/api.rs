@@ -6,6 +6,7 @@
 //!   `last_updated.updated_at>="<since>"`, sorted by `last_updated.updated_at` ascending,
 //!   `max_results` ≤ 500, cursor paging. `last_updated` is bumped by metadata, context and tag
 //!   edits as well as uploads, unlike `uploaded_at` [verify against a live account].
+//!   `with_field` asks for `context`, `tags` and `metadata`, which are omitted otherwise.
 //! - Admin API calls share an hourly budget; a 429/420 becomes `RateLimited` with the wait
 //!   until `X-FeatureRateLimit-Reset` (or `Retry-After`).
 //!
@@ -48,6 +49,10 @@ pub struct CloudinaryApiSettings {
     pub fetch_batch: usize,
     /// Extra search terms ANDed to the change query (e.g. `folder:products/*`). Default none.
     pub scope_expression: Option<String>,
+    /// Optional attribute groups the search returns only on request (`with_field`). Default
+    /// `context`, `tags`, `metadata` (searching with `metadata` may need Search API tier 2
+    /// [verify]). Fetches always ask for all three.
+    pub search_with_fields: Vec<String>,
 }
 
 impl CloudinaryApiSettings {
@@ -64,6 +69,7 @@ impl CloudinaryApiSettings {
             timeout: Duration::from_secs(30),
             fetch_batch: MAX_FETCH_IDS,
             scope_expression: None,
+            search_with_fields: ["context", "tags", "metadata"].map(String::from).to_vec(),
         }
     }
 }
@@ -131,6 +137,7 @@ impl CloudinaryApi {
             "expression": terms.join(" AND "),
             "sort_by": [{ "last_updated.updated_at": "asc" }],
             "max_results": limit,
+            "with_field": self.settings.search_with_fields,
         });
         if let Some(c) = &token.cursor {
             body["next_cursor"] = json!(c);
@@ -205,6 +212,10 @@ impl AssetSource for CloudinaryApi {
                 let mut q = url.query_pairs_mut();
                 for id in chunk {
                     q.append_pair("asset_ids[]", id);
+                }
+                // Tags, context and structured metadata are left out unless requested.
+                for group in ["tags", "context", "metadata"] {
+                    q.append_pair(group, "true");
                 }
             }
             let body: ResourcesBody = self.send(self.http.get(url)).await?;
