@@ -26,6 +26,9 @@ pub struct Faults {
     /// Added latency per API call, drawn uniformly in [min, max] ms.
     pub latency_min_ms: u64,
     pub latency_max_ms: u64,
+    /// Only routes whose key ("METHOD /route/{template}") contains this are affected, e.g.
+    /// `/api/v4/` for Bynder alone. Every API route when unset.
+    pub only_routes: Option<String>,
 }
 
 /// Calls per route ("METHOD /path/{template}") and status.
@@ -71,7 +74,13 @@ pub(crate) async fn api_gate(
         matched.as_ref().map_or(req.uri().path(), |m| m.as_str())
     );
     let (down, fail, status, delay) = {
-        let f = shared.faults.lock().expect("faults lock").clone();
+        let mut f = shared.faults.lock().expect("faults lock").clone();
+        if f.only_routes
+            .as_ref()
+            .is_some_and(|r| !route.contains(r.as_str()))
+        {
+            f = Faults::default();
+        }
         let mut rng = shared.rng.lock().expect("rng lock");
         let fail = f.error_rate > 0.0 && rng.f64() < f.error_rate;
         let max = f.latency_max_ms.max(f.latency_min_ms);

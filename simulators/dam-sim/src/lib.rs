@@ -511,6 +511,10 @@ impl DamSimHandle {
 
 impl Drop for DamSimHandle {
     fn drop(&mut self) {
+        // Closing the subscription channels ends the sender tasks (they hold `Shared`).
+        if let Ok(mut subs) = self.shared.subscriptions.lock() {
+            subs.clear();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

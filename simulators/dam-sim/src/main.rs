@@ -110,6 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             error_status: 500,
             latency_min_ms: a.latency_min_ms,
             latency_max_ms: a.latency_max_ms,
+            only_routes: None,
         },
         seed: a.seed,
         ..DamSimConfig::default()

@@ -412,12 +412,38 @@ async fn faults_hit_api_routes_only_and_calls_are_counted_per_route_and_status()
         200
     );
     assert!(t.elapsed() >= Duration::from_millis(150));
+    // Faults scoped to Bynder routes leave the generic API alone.
+    sim.set_faults(Faults {
+        down: true,
+        only_routes: Some("/api/v4/".into()),
+        ..Faults::default()
+    });
+    assert_eq!(
+        client()
+            .get(format!("{}/api/v4/media/a/", sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     let stats = sim.stats();
     assert_eq!(stats.count("GET /generic/assets"), 3);
     assert_eq!(stats.count_status("GET /generic/assets", 503), 1);
     assert_eq!(stats.count_status("GET /generic/assets", 502), 1);
     assert_eq!(stats.count_status("GET /generic/assets", 200), 1);
     assert_eq!(stats.count("/_sim"), 0, "control routes are not accounted");
+    assert_eq!(stats.count_status("/api/v4/media/{id}/", 503), 1);
+    assert_eq!(
+        client()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     sim.shutdown().await;
 }
 
