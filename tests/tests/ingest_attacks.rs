@@ -565,3 +565,22 @@ async fn cross_dam_signature_does_not_transfer() {
     c.expect("cloudinary to generic", GEN, &headers, cld_body(), 401)
         .await;
 }
+
+#[tokio::test]
+async fn sns_message_type_header_contradicting_the_signed_type() {
+    let c = ctx().await;
+    let envelope = notification("2");
+    let headers = replace(
+        sns_headers(&envelope),
+        "x-amz-sns-message-type",
+        "SubscriptionConfirmation",
+    );
+    c.expect(
+        "type header mismatch",
+        BYN,
+        &headers,
+        envelope.to_string(),
+        401,
+    )
+    .await;
+}

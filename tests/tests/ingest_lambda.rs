@@ -161,3 +161,93 @@ async fn end_to_end_sns_with_a_locally_served_certificate() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(receive_all(&client, &url).await.len(), 1);
 }
+
+fn events(n: usize) -> Vec<shared::dam::ChangeEvent> {
+    (0..n)
+        .map(|i| shared::dam::ChangeEvent {
+            dam: shared::dam::DamKind::Generic,
+            asset_id: format!("a{i}"),
+            kind: shared::dam::ChangeKind::Upsert,
+            version: None,
+            asset: None,
+            dedupe_key: format!("k{i}"),
+            received_at_ms: 0,
+        })
+        .collect()
+}
+
+fn entry_ids(request_body: &str) -> Vec<String> {
+    let request: Value = serde_json::from_str(request_body).unwrap();
+    request["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const ENTRY_1_FAILED: &str = r#"{"Successful":[{"Id":"0","MessageId":"m0","MD5OfMessageBody":"x"},
+    {"Id":"2","MessageId":"m2","MD5OfMessageBody":"x"}],
+    "Failed":[{"Id":"1","SenderFault":false,"Code":"InternalError","Message":"try again"}]}"#;
+
+#[tokio::test]
+async fn partly_failed_batch_retries_only_the_failed_entries() {
+    let ok = r#"{"Successful":[{"Id":"1","MessageId":"m1","MD5OfMessageBody":"x"}],"Failed":[]}"#;
+    let (endpoint, requests) =
+        scripted_http(vec![(200, ENTRY_1_FAILED.to_owned()), (200, ok.to_owned())]);
+    let queue = SqsChangeQueue::new(
+        scripted_sqs(&endpoint),
+        format!("{endpoint}/123456789012/q"),
+    );
+    queue.enqueue(&events(3)).await.unwrap();
+    let requests = requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(entry_ids(&requests[0]), ["0", "1", "2"]);
+    assert_eq!(entry_ids(&requests[1]), ["1"]);
+}
+
+#[tokio::test]
+async fn entries_still_failing_after_the_last_attempt_are_a_transient_error() {
+    let (endpoint, requests) = scripted_http(vec![(200, ENTRY_1_FAILED.to_owned())]);
+    let queue = SqsChangeQueue::new(
+        scripted_sqs(&endpoint),
+        format!("{endpoint}/123456789012/q"),
+    );
+    let error = queue.enqueue(&events(3)).await.unwrap_err();
+    assert!(error.is_retriable(), "{error}");
+    // Default: 3 attempts in all.
+    assert_eq!(requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn sender_fault_entries_are_not_retried() {
+    let rejected = r#"{"Successful":[],"Failed":[{"Id":"0","SenderFault":true,
+        "Code":"InvalidParameterValue","Message":"bad attribute"}]}"#;
+    let (endpoint, requests) = scripted_http(vec![(200, rejected.to_owned())]);
+    let queue = SqsChangeQueue::new(
+        scripted_sqs(&endpoint),
+        format!("{endpoint}/123456789012/q"),
+    );
+    let error = queue.enqueue(&events(1)).await.unwrap_err();
+    assert!(matches!(error, QueueError::Permanent(_)), "{error}");
+    assert_eq!(requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_and_throttling_are_transient() {
+    for (status, body) in [
+        (500, r#"{"__type":"InternalError","message":"boom"}"#),
+        (
+            400,
+            r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"slow down"}"#,
+        ),
+    ] {
+        let (endpoint, _) = scripted_http(vec![(status, body.to_owned())]);
+        let queue = SqsChangeQueue::new(
+            scripted_sqs(&endpoint),
+            format!("{endpoint}/123456789012/q"),
+        );
+        let error = queue.enqueue(&events(1)).await.unwrap_err();
+        assert!(error.is_retriable(), "{status}: {error}");
+    }
+}

@@ -3,9 +3,10 @@
 
 use std::time::SystemTime;
 
+use lambda_http::http::HeaderValue;
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, Response};
-use shared::ingest::IngestService;
+use shared::ingest::{Bytes, IngestService};
 
 /// Maps one API Gateway request to the ingest service and back. lambda_http has already
 /// decoded a base64 body (`isBase64Encoded`), so the bytes are exactly what the DAM signed.
@@ -20,12 +21,11 @@ pub async fn handle(service: &IngestService, request: Request) -> Response<Body>
         })
         .collect();
     let body = match body {
-        Body::Empty => bytes_of(Vec::new()),
-        Body::Text(text) => bytes_of(text.into_bytes()),
-        Body::Binary(raw) => bytes_of(raw),
-        // lambda_http's Body is non-exhaustive in spirit; anything else carries no payload.
-        #[allow(unreachable_patterns)]
-        _ => bytes_of(Vec::new()),
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(raw) => Bytes::from(raw),
+        // `Body` is non-exhaustive; a future variant we cannot read is treated as no body.
+        _ => Bytes::new(),
     };
     let response = service
         .handle_http(
@@ -39,15 +39,9 @@ pub async fn handle(service: &IngestService, request: Request) -> Response<Body>
     let mut out = Response::new(Body::Text(response.body));
     *out.status_mut() = lambda_http::http::StatusCode::from_u16(response.status)
         .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
-    out.headers_mut().insert(
-        CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
+    out.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     out
-}
-
-fn bytes_of(raw: Vec<u8>) -> shared::ingest::Bytes {
-    shared::ingest::Bytes::from(raw)
 }
 
 /// Looks a setting up in the `SECRETS_ARN` JSON secret first, then in the environment.

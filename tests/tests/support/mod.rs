@@ -392,3 +392,57 @@ pub fn attribute(message: &Message, name: &str) -> String {
         .unwrap_or_else(|| panic!("message attribute {name} missing"))
         .to_owned()
 }
+
+// ---- a scripted HTTP endpoint (for SQS answers moto never gives) ----
+
+/// Serves `responses` in order on loopback (the last one repeats), one request per
+/// connection, and records each request body.
+pub fn scripted_http(responses: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let log = bodies.clone();
+    std::thread::spawn(move || {
+        for (served, socket) in listener.incoming().flatten().enumerate() {
+            let mut reader = BufReader::new(socket);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let (status, answer) = &responses[served.min(responses.len() - 1)];
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                 x-amzn-requestid: test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = reader.get_mut().write_all(response.as_bytes());
+        }
+    });
+    (format!("http://{addr}"), bodies)
+}
+
+/// An SQS client for a scripted endpoint, without SDK-level retries.
+pub fn scripted_sqs(endpoint: &str) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "scripted"))
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}

@@ -417,4 +417,153 @@ mod tests {
         assert!(string_to_sign(&no_token).is_err());
         assert!(string_to_sign(&envelope("Other")).is_err());
     }
+
+    mod signed {
+        use std::str::FromStr;
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use rsa::RsaPrivateKey;
+        use rsa::pkcs1v15::SigningKey;
+        use rsa::signature::{SignatureEncoding, Signer};
+        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+        use x509_cert::der::EncodePem;
+        use x509_cert::der::pem::LineEnding;
+        use x509_cert::name::Name;
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::SubjectPublicKeyInfoOwned;
+        use x509_cert::time::{Time, Validity};
+
+        use super::super::*;
+        use super::envelope;
+
+        const CERT: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-t.pem";
+        const DAY: Duration = Duration::from_secs(86_400);
+
+        fn key() -> &'static RsaPrivateKey {
+            static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+            KEY.get_or_init(|| RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap())
+        }
+
+        fn cert(not_before: SystemTime, not_after: SystemTime) -> Vec<u8> {
+            let signer = SigningKey::<Sha256>::new(key().clone());
+            let spki = SubjectPublicKeyInfoOwned::from_key(key().to_public_key()).unwrap();
+            let validity = Validity {
+                not_before: Time::try_from(not_before).unwrap(),
+                not_after: Time::try_from(not_after).unwrap(),
+            };
+            let builder = CertificateBuilder::new(
+                Profile::Root,
+                SerialNumber::from(7u32),
+                validity,
+                Name::from_str("CN=sns.amazonaws.com").unwrap(),
+                spki,
+                &signer,
+            )
+            .unwrap();
+            let cert = builder.build::<rsa::pkcs1v15::Signature>().unwrap();
+            cert.to_pem(LineEnding::LF).unwrap().into_bytes()
+        }
+
+        struct Served {
+            pem: Result<Vec<u8>, String>,
+            calls: AtomicUsize,
+        }
+
+        #[async_trait]
+        impl CertificateFetcher for Served {
+            async fn fetch_certificate(&self, _url: &Url) -> Result<Vec<u8>, String> {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                self.pem.clone()
+            }
+        }
+
+        fn verifier(pem: Result<Vec<u8>, String>) -> (SnsVerifier, Arc<Served>) {
+            let served = Arc::new(Served {
+                pem,
+                calls: AtomicUsize::new(0),
+            });
+            let settings = SnsSettings::new(vec!["arn".into()]);
+            (SnsVerifier::new(settings, served.clone()), served)
+        }
+
+        fn signed(version: &str, now: SystemTime) -> Vec<u8> {
+            let mut env = envelope(NOTIFICATION);
+            env.timestamp = time::OffsetDateTime::from(now)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            env.signing_cert_url = CERT.into();
+            env.signature_version = version.into();
+            let to_sign = string_to_sign(&env).unwrap();
+            let sig = match version {
+                "1" => SigningKey::<Sha1>::new(key().clone())
+                    .sign(to_sign.as_bytes())
+                    .to_vec(),
+                _ => SigningKey::<Sha256>::new(key().clone())
+                    .sign(to_sign.as_bytes())
+                    .to_vec(),
+            };
+            serde_json::json!({
+                "Type": env.kind, "MessageId": env.message_id, "TopicArn": env.topic_arn,
+                "Subject": env.subject, "Message": env.message, "Timestamp": env.timestamp,
+                "SignatureVersion": env.signature_version, "Signature": STANDARD.encode(sig),
+                "SigningCertURL": env.signing_cert_url,
+            })
+            .to_string()
+            .into_bytes()
+        }
+
+        #[tokio::test]
+        async fn both_versions_verify_and_the_certificate_is_fetched_once() {
+            let now = SystemTime::now();
+            let (v, served) = verifier(Ok(cert(now - DAY, now + DAY)));
+            for version in ["1", "2", "1"] {
+                let env = v.verify(&signed(version, now), now).await.unwrap();
+                assert_eq!(env.message_id, "id");
+            }
+            assert_eq!(served.calls.load(Ordering::SeqCst), 1);
+        }
+
+        #[tokio::test]
+        async fn expired_or_not_yet_valid_certificates_are_refused() {
+            let now = SystemTime::now();
+            for (from, until) in [(now - 2 * DAY, now - DAY), (now + DAY, now + 2 * DAY)] {
+                let (v, _) = verifier(Ok(cert(from, until)));
+                let result = v.verify(&signed("2", now), now).await;
+                assert!(
+                    matches!(result, Err(WebhookError::Unauthorized(_))),
+                    "{result:?}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn unusable_certificate_sources_are_unavailable_not_unauthorized() {
+            let now = SystemTime::now();
+            for pem in [Err("timeout".to_owned()), Ok(b"<html>oops</html>".to_vec())] {
+                let (v, _) = verifier(pem);
+                let result = v.verify(&signed("2", now), now).await;
+                assert!(
+                    matches!(result, Err(WebhookError::Unavailable(_))),
+                    "{result:?}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn window_is_checked_after_the_signature() {
+            let now = SystemTime::now();
+            let (v, _) = verifier(Ok(cert(now - 3 * DAY, now + DAY)));
+            let old = now - Duration::from_secs(3601);
+            assert!(matches!(
+                v.verify(&signed("2", old), now).await,
+                Err(WebhookError::Unauthorized(_))
+            ));
+            assert!(
+                v.verify(&signed("2", now - Duration::from_secs(3599)), now)
+                    .await
+                    .is_ok()
+            );
+        }
+    }
 }

@@ -12,10 +12,12 @@ use super::sns::{
     CertificateFetcher, NOTIFICATION, SUBSCRIPTION_CONFIRMATION, SnsSettings, SnsVerifier,
     SubscriptionConfirmer, UNSUBSCRIBE_CONFIRMATION, check_sns_url,
 };
-use crate::dam::verify::millis;
+use crate::dam::verify::{header, millis};
 use crate::dam::{
     ChangeEvent, ChangeKind, DamKind, WebhookError, WebhookOutcome, WebhookRequest, WebhookVerifier,
 };
+
+pub const MESSAGE_TYPE_HEADER: &str = "x-amz-sns-message-type";
 
 pub struct BynderWebhookVerifier {
     sns: SnsVerifier,
@@ -59,6 +61,14 @@ impl WebhookVerifier for BynderWebhookVerifier {
 
     async fn verify(&self, request: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
         let envelope = self.sns.verify(&request.body, request.received_at).await?;
+        // SNS also states the type in a header; routing uses the signed field, and a
+        // disagreeing header means the request was altered on the way.
+        if let Some(stated) = header(request, MESSAGE_TYPE_HEADER).filter(|t| *t != envelope.kind) {
+            return Err(WebhookError::Unauthorized(format!(
+                "{MESSAGE_TYPE_HEADER} {stated} but the signed Type is {}",
+                envelope.kind
+            )));
+        }
         match envelope.kind.as_str() {
             NOTIFICATION => {}
             SUBSCRIPTION_CONFIRMATION => {
