@@ -249,7 +249,11 @@ impl Shared {
             let out = webhooks::render_sns_confirmation(self, signature_version, &token, &mut rng);
             (token, out)
         };
-        webhooks::post(self, 0, WebhookKind::Bynder, target, "", &out).await;
+        let once = DeliveryKnobs {
+            retries: 0,
+            ..DeliveryKnobs::default()
+        };
+        webhooks::post(self, 0, WebhookKind::Bynder, target, "", &out, &once).await;
         token
     }
 

@@ -85,6 +85,9 @@ struct Args {
     webhook_delay_max_ms: u64,
     #[arg(long, default_value_t = 0)]
     webhook_reorder_window: usize,
+    /// Re-sends after a failed delivery.
+    #[arg(long, default_value_t = 0)]
+    webhook_retries: u32,
 }
 
 #[tokio::main]
@@ -126,6 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             duplicate_rate: a.webhook_duplicate_rate,
             delay_max_ms: a.webhook_delay_max_ms,
             reorder_window: a.webhook_reorder_window,
+            retries: a.webhook_retries,
             seed: a.seed,
             ..DeliveryKnobs::default()
         };

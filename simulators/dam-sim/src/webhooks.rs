@@ -8,7 +8,9 @@
 //! - Generic: Standard Webhooks, `webhook-signature: v1,<base64 HMAC-SHA256>` over
 //!   `{id}.{timestamp}.{body}` with the key inside the `whsec_` secret.
 //!
-//! Duplicates are byte-identical redeliveries (same delivery id, same signature).
+//! Duplicates are byte-identical redeliveries (same delivery id, same signature). Retries
+//! (`retries`) keep the delivery id; Standard Webhooks ones are re-signed with the attempt's
+//! timestamp.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,6 +68,10 @@ pub struct DeliveryKnobs {
     pub sns_signature_version: u8,
     /// Generic: embed the full asset in `data.asset` (otherwise a thin event).
     pub include_asset: bool,
+    /// Re-sends after a non-2xx answer or a transport error, up to this many times.
+    pub retries: u32,
+    /// Wait before the first re-send, doubled for each further one.
+    pub retry_backoff_ms: u64,
 }
 
 impl Default for DeliveryKnobs {
@@ -81,6 +87,8 @@ impl Default for DeliveryKnobs {
             cloudinary_algorithm: CloudinaryAlgorithm::Sha1,
             sns_signature_version: 1,
             include_asset: false,
+            retries: 0,
+            retry_backoff_ms: 100,
         }
     }
 }
@@ -106,7 +114,9 @@ pub struct WebhookStats {
     pub duplicated: u64,
     pub attempts: u64,
     pub delivered: u64,
+    /// Attempts answered with a non-2xx status or failing in transport.
     pub failed: u64,
+    pub retried: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -422,7 +432,26 @@ pub(crate) fn render(
     }
 }
 
-/// POSTs one rendered request and records the outcome.
+/// A re-send of `out`: Standard Webhooks re-signs with the attempt's timestamp (same
+/// `webhook-id`); SNS and Cloudinary re-send the same bytes.
+fn for_retry(shared: &Shared, kind: WebhookKind, out: &Outgoing) -> Outgoing {
+    let mut out = out.clone();
+    if let (WebhookKind::Generic, Some(id)) = (kind, &out.delivery_id) {
+        let ts = now_ms().div_euclid(1000);
+        let sig = standard_signature(&shared.config.generic_webhook_secret, id, ts, &out.body)
+            .unwrap_or_default();
+        for (k, v) in &mut out.headers {
+            match k.as_str() {
+                "webhook-timestamp" => *v = ts.to_string(),
+                "webhook-signature" => *v = sig.clone(),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// POSTs one rendered request (re-sending on failure per `retries`), recording each attempt.
 pub(crate) async fn post(
     shared: &Shared,
     subscription: u64,
@@ -430,7 +459,36 @@ pub(crate) async fn post(
     target: &str,
     asset_id: &str,
     out: &Outgoing,
+    knobs: &DeliveryKnobs,
 ) {
+    let mut attempt = 0u32;
+    loop {
+        let current = if attempt == 0 {
+            out.clone()
+        } else {
+            for_retry(shared, kind, out)
+        };
+        let ok = post_once(shared, subscription, kind, target, asset_id, &current).await;
+        if ok || attempt >= knobs.retries {
+            return;
+        }
+        attempt += 1;
+        shared.webhooks.lock().expect("webhooks lock").stats.retried += 1;
+        let backoff = knobs
+            .retry_backoff_ms
+            .saturating_mul(1 << (attempt - 1).min(16));
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+    }
+}
+
+async fn post_once(
+    shared: &Shared,
+    subscription: u64,
+    kind: WebhookKind,
+    target: &str,
+    asset_id: &str,
+    out: &Outgoing,
+) -> bool {
     let mut req = shared.http.post(target).body(out.body.clone());
     for (k, v) in &out.headers {
         req = req.header(k.as_str(), v.as_str());
@@ -440,24 +498,24 @@ pub(crate) async fn post(
         Ok(r) => (Some(r.status().as_u16()), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    {
-        let mut w = shared.webhooks.lock().expect("webhooks lock");
-        w.stats.attempts += 1;
-        if status.is_some_and(|s| (200..300).contains(&s)) {
-            w.stats.delivered += 1;
-        } else {
-            w.stats.failed += 1;
-        }
-        w.log.push(DeliveryRecord {
-            subscription,
-            kind,
-            asset_id: asset_id.to_owned(),
-            event: out.event.clone(),
-            delivery_id: out.delivery_id.clone(),
-            status,
-            error,
-        });
+    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    let mut w = shared.webhooks.lock().expect("webhooks lock");
+    w.stats.attempts += 1;
+    if ok {
+        w.stats.delivered += 1;
+    } else {
+        w.stats.failed += 1;
     }
+    w.log.push(DeliveryRecord {
+        subscription,
+        kind,
+        asset_id: asset_id.to_owned(),
+        event: out.event.clone(),
+        delivery_id: out.delivery_id.clone(),
+        status,
+        error,
+    });
+    ok
 }
 
 /// The background task of one subscription.
@@ -532,7 +590,7 @@ async fn dispatch(
     for _ in 0..copies {
         if max == 0 {
             // No delay: send inline so deliveries keep the order chosen above.
-            post(shared, id, kind, target, &n.asset.id, &out).await;
+            post(shared, id, kind, target, &n.asset.id, &out, knobs).await;
             shared.pending.fetch_sub(1, Ordering::SeqCst);
         } else {
             let delay = Duration::from_millis(rng.u64(knobs.delay_min_ms..=max));
@@ -540,9 +598,10 @@ async fn dispatch(
             let target = target.to_owned();
             let out = out.clone();
             let asset_id = n.asset.id.clone();
+            let knobs = knobs.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                post(&shared, id, kind, &target, &asset_id, &out).await;
+                post(&shared, id, kind, &target, &asset_id, &out, &knobs).await;
                 shared.pending.fetch_sub(1, Ordering::SeqCst);
             });
         }

@@ -806,3 +806,61 @@ async fn sns_subscription_confirmation_is_signed_and_confirmable() {
     assert_eq!(sim.sns_confirmations(), [token]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn failed_deliveries_are_retried_with_the_same_id_and_fresh_signatures() {
+    let sim = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let secret = sim.config().generic_webhook_secret.clone();
+    // A receiver that answers 503 twice, then 200.
+    let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
+    let s = seen.clone();
+    let app = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let s = s.clone();
+        async move {
+            let mut v = s.lock().unwrap();
+            v.push(Captured { headers, body });
+            if v.len() <= 2 {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                axum::http::StatusCode::OK
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    sim.send_webhooks_to(
+        &url,
+        WebhookKind::Generic,
+        DeliveryKnobs {
+            retries: 3,
+            retry_backoff_ms: 10,
+            ..DeliveryKnobs::default()
+        },
+    );
+    sim.upsert("t1", json!({}));
+    assert!(sim.flush_webhooks(Duration::from_secs(5)).await);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        3,
+        "two failures, then success; no fourth attempt"
+    );
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    for c in &seen {
+        assert_eq!(h(c, "webhook-id"), h(&seen[0], "webhook-id"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{}.{}.", h(c, "webhook-id"), h(c, "webhook-timestamp")).as_bytes());
+        mac.update(&c.body);
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        assert_eq!(h(c, "webhook-signature"), expected);
+    }
+    let statuses: Vec<Option<u16>> = sim.webhook_log().iter().map(|d| d.status).collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(200)]);
+    let stats = sim.webhook_stats();
+    assert_eq!((stats.retried, stats.failed, stats.delivered), (2, 2, 1));
+    sim.shutdown().await;
+}
