@@ -167,6 +167,31 @@ async fn cloudinary_client_fetches_and_lists() {
 
     let sim = DamSim::start(stepped()).await.unwrap();
     check_listing(&cloudinary(&sim), &sim).await;
+    // A scope expression narrows the listing.
+    let assets = sim.assets();
+    let tag = assets[0].fields["tags"][0].as_str().unwrap().to_owned();
+    let tagged: Vec<String> = assets
+        .iter()
+        .filter(|a| a.fields["tags"].as_array().unwrap().contains(&json!(tag)))
+        .map(|a| a.id.clone())
+        .collect();
+    assert!(
+        tagged.len() < assets.len(),
+        "the scope must narrow something"
+    );
+    let mut scoped = CloudinaryApiSettings::new(
+        sim.config().cloud_name.clone(),
+        sim.config().cloudinary_api_key.clone(),
+        sim.config().cloudinary_api_secret.clone().into(),
+    );
+    scoped.api_base = Url::parse(&sim.base_url()).unwrap();
+    scoped.scope_expression = Some(format!("tags={tag} AND resource_type:image"));
+    let scoped = CloudinaryApi::new(scoped).unwrap();
+    let mut got = ids(&pages(&scoped, None, None, 10).await);
+    got.sort();
+    let mut want = tagged;
+    want.sort();
+    assert_eq!(got, want);
     // Listings ask for the optional groups the Search API omits by default.
     let listed = pages(&cloudinary(&sim), None, None, 10).await;
     let first = &listed[0].assets[0].fields;

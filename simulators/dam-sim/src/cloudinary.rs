@@ -320,11 +320,46 @@ fn parse_term(t: &str) -> Result<Term, String> {
     }
 }
 
+/// Splits on ` AND ` outside parentheses.
+fn split_top_level_and(e: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    let bytes = e.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b' ' if depth == 0 && e[i..].starts_with(" AND ") => {
+                parts.push(&e[start..i]);
+                i += 5;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&e[start..]);
+    parts
+}
+
 fn parse_expression(e: &str) -> Result<Vec<Term>, String> {
     if e.trim().is_empty() {
         return Ok(Vec::new());
     }
-    e.split(" AND ").map(parse_term).collect()
+    let mut terms = Vec::new();
+    for t in split_top_level_and(e) {
+        let t = t.trim();
+        // A parenthesised group of AND terms, as clients add to scope their own terms.
+        match t.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+            Some(inner) if !t.contains("=(") && !t.contains(":(") => {
+                terms.extend(parse_expression(inner)?)
+            }
+            _ => terms.push(parse_term(t)?),
+        }
+    }
+    Ok(terms)
 }
 
 fn matches(a: &SimAsset, term: &Term) -> bool {
