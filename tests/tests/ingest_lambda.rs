@@ -251,3 +251,58 @@ async fn server_errors_and_throttling_are_transient() {
         assert!(error.is_retriable(), "{status}: {error}");
     }
 }
+
+#[tokio::test]
+async fn secrets_manager_values_override_the_environment() {
+    let aws = moto_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let name = format!("ingest-{}-{}", std::process::id(), now_secs());
+    let secret = serde_json::json!({ "CLOUDINARY_API_SECRET": "from-secret" }).to_string();
+    let created = secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(secret)
+        .send()
+        .await
+        .unwrap();
+    let arn = created.arn().unwrap().to_owned();
+
+    let env = |name: &str| match name {
+        "SECRETS_ARN" => Some(arn.clone()),
+        "QUEUE_URL" => Some("https://sqs.eu-west-1.amazonaws.com/123456789012/q".to_owned()),
+        "CLOUDINARY_API_SECRET" => Some("from-env".to_owned()),
+        _ => None,
+    };
+    let config = webhook_ingest::load_config(&aws, env).await.unwrap();
+    assert!(config.bynder.is_none() && config.generic.is_none());
+    let queue = Arc::new(shared::queue::MemoryChangeQueue::new());
+    let sns = Arc::new(FakeSns::default());
+    let service =
+        shared::ingest::IngestService::from_config(&config, queue.clone(), sns.clone(), sns);
+
+    let body = fixture("cloudinary/upload.json");
+    let (status, _) = post(
+        &service,
+        "/webhooks/cloudinary",
+        &cloudinary_headers(&body, now_secs(), "from-env"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "the environment value is overridden");
+    let (status, _) = post(
+        &service,
+        "/webhooks/cloudinary",
+        &cloudinary_headers(&body, now_secs(), "from-secret"),
+        body,
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(queue.len(), 1);
+
+    let missing = |name: &str| match name {
+        "SECRETS_ARN" => Some(format!("{arn}-missing")),
+        "QUEUE_URL" => Some("q".to_owned()),
+        _ => None,
+    };
+    assert!(webhook_ingest::load_config(&aws, missing).await.is_err());
+}

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use lambda_http::http::HeaderValue;
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, Response};
-use shared::ingest::{Bytes, IngestService};
+use shared::ingest::{Bytes, IngestConfig, IngestService, env as names};
 
 /// Maps one API Gateway request to the ingest service and back. lambda_http has already
 /// decoded a base64 body (`isBase64Encoded`), so the bytes are exactly what the DAM signed.
@@ -42,6 +42,41 @@ pub async fn handle(service: &IngestService, request: Request) -> Response<Body>
     out.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     out
+}
+
+/// The function's configuration: the environment (`env`), overlaid by the JSON object in the
+/// Secrets Manager secret named by `SECRETS_ARN` when that is set. Called once per cold start.
+pub async fn load_config(
+    aws: &aws_config::SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<IngestConfig, String> {
+    let secret = match env(names::SECRETS_ARN).filter(|arn| !arn.is_empty()) {
+        Some(arn) => Some(read_secret(&aws_sdk_secretsmanager::Client::new(aws), &arn).await?),
+        None => None,
+    };
+    IngestConfig::from_lookup(|name| lookup(secret.as_ref(), &env, name)).map_err(|e| e.to_string())
+}
+
+/// Reads a secret whose `SecretString` is a JSON object.
+pub async fn read_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading secret {arn}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let text = output
+        .secret_string()
+        .ok_or_else(|| format!("secret {arn} has no SecretString"))?;
+    serde_json::from_str(text).map_err(|e| format!("secret {arn} is not a JSON object: {e}"))
 }
 
 /// Looks a setting up in the `SECRETS_ARN` JSON secret first, then in the environment.

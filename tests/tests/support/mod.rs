@@ -277,8 +277,8 @@ pub fn sns_headers(envelope: &Value) -> Vec<(String, String)> {
 
 // ---- moto SQS ----
 
-/// An SQS client for the moto server at `AWS_ENDPOINT_URL`. Fails (never skips) without it.
-pub async fn moto_sqs() -> Client {
+/// AWS configuration for the moto server at `AWS_ENDPOINT_URL`. Fails (never skips) without it.
+pub async fn moto_config() -> aws_config::SdkConfig {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
         !endpoint.is_empty(),
@@ -287,14 +287,18 @@ pub async fn moto_sqs() -> Client {
     );
     // The endpoint comes from the environment exactly as in production; credentials and
     // region are fixed so the SDK never probes instance metadata.
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(
             std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
         ))
         .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
         .load()
-        .await;
-    Client::new(&config)
+        .await
+}
+
+/// An SQS client for moto (see [`moto_config`]).
+pub async fn moto_sqs() -> Client {
+    Client::new(&moto_config().await)
 }
 
 /// A fresh, uniquely named standard queue.
