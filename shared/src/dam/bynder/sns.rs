@@ -220,9 +220,15 @@ impl SubscriptionConfirmer for ReqwestSnsClient {
     }
 }
 
+/// The certificate's key, ready for both signature versions (built once per certificate).
+struct SnsKeys {
+    v1: VerifyingKey<Sha1>,
+    v2: VerifyingKey<Sha256>,
+}
+
 #[derive(Clone)]
 struct CachedKey {
-    key: Arc<RsaPublicKey>,
+    keys: Arc<SnsKeys>,
     not_before: SystemTime,
     not_after: SystemTime,
 }
@@ -271,12 +277,10 @@ impl SnsVerifier {
             .ok()
             .and_then(|raw| Signature::try_from(raw.as_slice()).ok())
             .ok_or_else(|| WebhookError::Unauthorized("Signature is not base64".into()))?;
-        let key = self.public_key(&cert_url, now).await?;
+        let keys = self.public_key(&cert_url, now).await?;
         let valid = match envelope.signature_version.as_str() {
-            "1" => VerifyingKey::<Sha1>::new((*key).clone()).verify(to_sign.as_bytes(), &signature),
-            "2" => {
-                VerifyingKey::<Sha256>::new((*key).clone()).verify(to_sign.as_bytes(), &signature)
-            }
+            "1" => keys.v1.verify(to_sign.as_bytes(), &signature),
+            "2" => keys.v2.verify(to_sign.as_bytes(), &signature),
             other => {
                 return Err(WebhookError::Unauthorized(format!(
                     "unsupported SignatureVersion {other:?}"
@@ -295,11 +299,7 @@ impl SnsVerifier {
         Ok(envelope)
     }
 
-    async fn public_key(
-        &self,
-        url: &Url,
-        now: SystemTime,
-    ) -> Result<Arc<RsaPublicKey>, WebhookError> {
+    async fn public_key(&self, url: &Url, now: SystemTime) -> Result<Arc<SnsKeys>, WebhookError> {
         let cached = self
             .cache
             .lock()
@@ -327,7 +327,7 @@ impl SnsVerifier {
                 "signing certificate is not valid now".into(),
             ));
         }
-        Ok(entry.key)
+        Ok(entry.keys)
     }
 }
 
@@ -342,7 +342,10 @@ fn parse_certificate(pem: &[u8]) -> Result<CachedKey, WebhookError> {
         .map_err(|e| bad(e.to_string()))?;
     let key = RsaPublicKey::from_public_key_der(&spki).map_err(|e| bad(e.to_string()))?;
     Ok(CachedKey {
-        key: Arc::new(key),
+        keys: Arc::new(SnsKeys {
+            v1: VerifyingKey::new(key.clone()),
+            v2: VerifyingKey::new(key),
+        }),
         not_before: tbs.validity.not_before.to_system_time(),
         not_after: tbs.validity.not_after.to_system_time(),
     })
