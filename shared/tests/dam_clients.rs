@@ -150,6 +150,16 @@ async fn generic_client_fetches_and_lists() {
     let sim = DamSim::start(stepped()).await.unwrap();
     check_listing(&generic(&sim), &sim).await;
     sim.shutdown().await;
+
+    // Tombstones returned by `/assets` are gone too.
+    let sim = DamSim::start(DamSimConfig {
+        generic_fetch_tombstones: true,
+        ..stepped()
+    })
+    .await
+    .unwrap();
+    check_fetch(&generic(&sim), &sim, "GET /generic/assets").await;
+    sim.shutdown().await;
 }
 
 #[tokio::test]

@@ -57,10 +57,16 @@ pub(crate) async fn get_assets(
         return error(StatusCode::BAD_REQUEST, "at most 100 ids per request");
     }
     let cat = shared.catalogue.lock().expect("catalogue lock");
-    // Missing and deleted ids are simply absent from the answer.
+    // Missing ids are absent; deleted ones too, or tombstones with `generic_fetch_tombstones`.
     let assets: Vec<Value> = ids
         .iter()
-        .filter_map(|id| cat.live(id))
+        .filter_map(|id| {
+            if shared.config.generic_fetch_tombstones {
+                cat.get(id)
+            } else {
+                cat.live(id)
+            }
+        })
         .map(|a| a.to_generic_json())
         .collect();
     Json(json!({ "assets": assets })).into_response()

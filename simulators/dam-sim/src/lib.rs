@@ -58,6 +58,9 @@ pub struct DamSimConfig {
     pub generic_token: String,
     /// Standard Webhooks secret, `whsec_<base64 key>`.
     pub generic_webhook_secret: String,
+    /// Generic `/assets` returns deleted ids as `"deleted": true` objects instead of
+    /// leaving them out (the contract allows both).
+    pub generic_fetch_tombstones: bool,
     /// Optional generic budget: requests per `generic_rate_window`, then 429 + Retry-After.
     pub generic_rate_limit: Option<u64>,
     pub generic_rate_window: Duration,
@@ -89,6 +92,7 @@ impl Default for DamSimConfig {
                 base64::engine::general_purpose::STANDARD
                     .encode(b"dam-sim generic webhook key 32b")
             ),
+            generic_fetch_tombstones: false,
             generic_rate_limit: None,
             generic_rate_window: Duration::from_secs(60),
             generic_retry_after_secs: 1,
