@@ -322,6 +322,31 @@ mod tests {
     }
 
     #[test]
+    fn resources_keyed_by_public_id_and_body_timestamp() {
+        let body: Value = serde_json::from_str(
+            r#"{"notification_type":"resource_metadata_changed",
+                "timestamp":"1970-01-01T00:00:02+00:00",
+                "resources":{"shoes/a":{"asset_id":"a","version":5}}}"#,
+        )
+        .unwrap();
+        let events = parse_notification(&body, 9_000, 0).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, ChangeKind::Upsert);
+        // The body's change time wins over the signed delivery time.
+        assert_eq!(
+            events[0].version,
+            Some(Version {
+                modified_at_ms: 2_000,
+                seq: 5
+            })
+        );
+        assert_eq!(
+            events[0].dedupe_key,
+            "cloudinary:a:5:resource_metadata_changed:2000"
+        );
+    }
+
+    #[test]
     fn unsynced_types_give_no_events_and_garbage_is_malformed() {
         let eager: Value = serde_json::from_str(r#"{"notification_type":"eager"}"#).unwrap();
         assert!(parse_notification(&eager, 0, 0).unwrap().is_empty());
