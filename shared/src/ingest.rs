@@ -346,6 +346,92 @@ fn split_list(value: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use crate::dam::{ChangeEvent, ChangeKind};
+    use crate::queue::MemoryChangeQueue;
+
+    /// Answers each verify with the next scripted result.
+    struct Scripted(Mutex<Vec<Result<WebhookOutcome, WebhookError>>>);
+
+    #[async_trait]
+    impl WebhookVerifier for Scripted {
+        fn dam(&self) -> DamKind {
+            DamKind::Generic
+        }
+        async fn verify(&self, _: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
+            self.0.lock().unwrap().remove(0)
+        }
+    }
+
+    fn event() -> ChangeEvent {
+        ChangeEvent {
+            dam: DamKind::Generic,
+            asset_id: "a".into(),
+            kind: ChangeKind::Upsert,
+            version: None,
+            asset: None,
+            dedupe_key: "k".into(),
+            received_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_map_to_statuses_and_only_queued_events_get_2xx() {
+        let queue = Arc::new(MemoryChangeQueue::new());
+        let script = vec![
+            Ok(WebhookOutcome::Events(vec![event(), event()])),
+            Ok(WebhookOutcome::Events(vec![])),
+            Ok(WebhookOutcome::Handled("confirmed".into())),
+            Err(WebhookError::Unauthorized("x".into())),
+            Err(WebhookError::Malformed("x".into())),
+            Err(WebhookError::Unavailable("x".into())),
+            Ok(WebhookOutcome::Events(vec![event()])),
+        ];
+        let service = IngestService::new(IngestSettings { max_body_bytes: 8 }, queue.clone())
+            .with_verifier(Arc::new(Scripted(Mutex::new(script))));
+        let json = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        let call = |body: &'static str| {
+            service.handle_http(
+                "POST",
+                "/webhooks/generic",
+                json.clone(),
+                Bytes::from(body),
+                SystemTime::now(),
+            )
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(call("{}").await.status);
+        }
+        assert_eq!(statuses, [202, 202, 200, 401, 400, 503]);
+        assert_eq!(queue.drain().len(), 2);
+
+        queue.set_failure(Some("sqs down"));
+        let failed = call("{}").await;
+        assert_eq!(
+            (failed.status, failed.body.as_str()),
+            (503, r#"{"error":"unavailable"}"#)
+        );
+        assert!(queue.is_empty());
+
+        // Checked before the verifier runs (the script is exhausted: a call would panic).
+        assert_eq!(call("123456789").await.status, 413);
+        assert_eq!(call("").await.status, 400);
+        let other = service
+            .handle_http(
+                "POST",
+                "/webhooks/bynder",
+                json.clone(),
+                Bytes::from("{}"),
+                SystemTime::now(),
+            )
+            .await;
+        assert_eq!(other.status, 404, "DAM without a verifier");
+    }
+
     #[test]
     fn routes() {
         assert_eq!(route("/webhooks/cloudinary"), Some("cloudinary"));
