@@ -381,6 +381,8 @@ async fn sns_wrong_topic() {
     envelope["TopicArn"] = Value::from("arn:aws:sns:eu-west-1:999999999999:someone-else");
     sign_envelope(&mut envelope, "2", &sns_key().private);
     expect_sns(&c, "foreign topic", &envelope, 401).await;
+    // The allow-list is checked before any certificate download.
+    assert!(c.sns.fetched.lock().unwrap().is_empty());
 }
 
 async fn tamper_each_field(version: &str) {

@@ -281,6 +281,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fixed_algorithm_refuses_the_other_one() {
+        let body = r#"{"notification_type":"upload","asset_id":"a1"}"#;
+        let mut settings = CloudinarySettings::new(SECRET.into());
+        settings.algorithm = SignatureAlgorithm::Sha256;
+        let v = CloudinaryWebhookVerifier::new(settings);
+        let sha1 = signature(SignatureAlgorithm::Sha1, body.as_bytes(), "1000", SECRET);
+        let sha256 = signature(SignatureAlgorithm::Sha256, body.as_bytes(), "1000", SECRET);
+        assert!(matches!(
+            v.verify(&request(body, "1000", &sha1, 1000)).await,
+            Err(WebhookError::Unauthorized(_))
+        ));
+        assert!(
+            v.verify(&request(body, "1000", &sha256, 1000))
+                .await
+                .is_ok()
+        );
+        // Upper-case hex is the same signature.
+        let upper = sha256.to_ascii_uppercase();
+        assert!(v.verify(&request(body, "1000", &upper, 1000)).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn rejects_tampered_body_stale_and_future() {
         let body = r#"{"notification_type":"upload","asset_id":"a1"}"#;
         let sig = signature(SignatureAlgorithm::Sha1, body.as_bytes(), "10000", SECRET);
