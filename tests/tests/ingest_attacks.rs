@@ -426,7 +426,12 @@ async fn sns_signature_version_swapped() {
     expect_sns(&c, "v1 signature claimed as v2", &envelope, 401).await;
     let mut envelope = notification("2");
     envelope["SignatureVersion"] = Value::from("3");
+    let c = ctx().await;
     expect_sns(&c, "unknown version", &envelope, 401).await;
+    assert!(
+        c.sns.fetched.lock().unwrap().is_empty(),
+        "fetched for an unknown version"
+    );
 }
 
 #[tokio::test]

@@ -277,15 +277,21 @@ impl SnsVerifier {
             .ok()
             .and_then(|raw| Signature::try_from(raw.as_slice()).ok())
             .ok_or_else(|| WebhookError::Unauthorized("Signature is not base64".into()))?;
-        let keys = self.public_key(&cert_url, now).await?;
-        let valid = match envelope.signature_version.as_str() {
-            "1" => keys.v1.verify(to_sign.as_bytes(), &signature),
-            "2" => keys.v2.verify(to_sign.as_bytes(), &signature),
+        // Unknown versions are refused before anything is downloaded.
+        let sha256 = match envelope.signature_version.as_str() {
+            "1" => false,
+            "2" => true,
             other => {
                 return Err(WebhookError::Unauthorized(format!(
                     "unsupported SignatureVersion {other:?}"
                 )));
             }
+        };
+        let keys = self.public_key(&cert_url, now).await?;
+        let valid = if sha256 {
+            keys.v2.verify(to_sign.as_bytes(), &signature)
+        } else {
+            keys.v1.verify(to_sign.as_bytes(), &signature)
         };
         valid.map_err(|_| WebhookError::Unauthorized("SNS signature mismatch".into()))?;
         let signed_at_ms = rfc3339_ms(&envelope.timestamp)
