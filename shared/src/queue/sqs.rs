@@ -111,6 +111,11 @@ impl SqsChangeQueue {
             }
             let failed_ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
             pending.retain(|entry| failed_ids.contains(&entry.id()));
+            if pending.is_empty() {
+                return Err(QueueError::Transient(
+                    "SQS reported failures for unknown entry ids".into(),
+                ));
+            }
             tracing::warn!(
                 attempt,
                 failed = pending.len(),
@@ -134,7 +139,8 @@ where
     match &error {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
-            let throttled = code.contains("Throttl") || code.contains("KmsThrottled");
+            // RequestThrottled, KmsThrottled, ThrottlingException.
+            let throttled = code.contains("Throttl");
             if throttled || service.raw().status().is_server_error() {
                 QueueError::Transient(message)
             } else {
