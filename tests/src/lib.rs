@@ -1,1 +1,91 @@
-//! Helpers shared by the end-to-end tests and benchmarks.
+//! Helpers shared by the end-to-end tests and benchmarks: start the simulators, build real
+//! clients pointed at them, generate valid assets.
+
+use akeneo_sim::{AkeneoSim, Faults, SimConfig, SimHandle};
+use secrecy::SecretString;
+use serde_json::json;
+use shared::akeneo::config::parse_base_url;
+use shared::akeneo::{AkeneoClient, AkeneoConfig, Asset, AssetValue, Limits};
+
+/// The bulk route as the simulator accounts it.
+pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";
+
+/// Starts an Akeneo simulator with the bundled fixture and these faults.
+pub async fn start_pim(faults: Faults) -> SimHandle {
+    AkeneoSim::start(SimConfig {
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("start the Akeneo simulator")
+}
+
+/// Client settings for the simulator's first Connection.
+pub fn pim_config(sim: &SimHandle, limits: Limits) -> AkeneoConfig {
+    let (client_id, secret, username, password) = sim.credentials();
+    AkeneoConfig {
+        base_url: parse_base_url(&sim.base_url()).expect("simulator URL"),
+        client_id,
+        client_secret: SecretString::from(secret),
+        username,
+        password: SecretString::from(password),
+        limits,
+    }
+}
+
+pub fn pim_client(sim: &SimHandle, limits: Limits) -> AkeneoClient {
+    AkeneoClient::new(pim_config(sim, limits)).expect("client")
+}
+
+fn value(data: serde_json::Value) -> Vec<AssetValue> {
+    vec![AssetValue {
+        locale: None,
+        channel: None,
+        data,
+    }]
+}
+
+/// A `packshot` asset that the bundled fixture accepts, using most attribute types.
+pub fn packshot(i: usize) -> Asset {
+    let mut values = std::collections::BTreeMap::new();
+    values.insert(
+        "media_preview".to_string(),
+        value(json!(format!("packshots/{i}.jpg"))),
+    );
+    values.insert(
+        "alt_text".to_string(),
+        vec![
+            AssetValue {
+                locale: Some("en_US".into()),
+                channel: None,
+                data: json!(format!("Packshot number {i}")),
+            },
+            AssetValue {
+                locale: Some("fr_FR".into()),
+                channel: None,
+                data: json!(format!("Photo produit {i}")),
+            },
+        ],
+    );
+    values.insert("product_ref".to_string(), value(json!(format!("SKU-{i}"))));
+    values.insert("main_colors".to_string(), value(json!(["red", "blue"])));
+    values.insert("shot_type".to_string(), value(json!("front")));
+    values.insert(
+        "width_px".to_string(),
+        value(json!((1000 + i % 1000).to_string())),
+    );
+    values.insert("is_public".to_string(), value(json!(i % 2 == 0)));
+    Asset {
+        code: format!("packshot_{i}"),
+        values,
+    }
+}
+
+pub fn packshots(n: usize) -> Vec<Asset> {
+    (0..n).map(packshot).collect()
+}
+
+/// Fault-free simulator with no random faults but Akeneo's caps on.
+pub fn akeneo_caps() -> Faults {
+    Faults::default()
+}

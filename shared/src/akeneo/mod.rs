@@ -1,1 +1,27 @@
-//! Akeneo Asset Manager client.
+//! Akeneo PIM Asset Manager client.
+//!
+//! A module per role: `config` (settings and limits), `auth` (OAuth tokens), `transport`
+//! (pacing and retries), `client` (authenticated calls, structure), `assets` (bulk upsert,
+//! list, delete), `media` (uploads, options), `structure` (the structure cache port),
+//! `model` (JSON shapes), `error` (the boundary's error type).
+
+mod assets;
+mod auth;
+mod client;
+pub mod config;
+mod error;
+mod media;
+pub mod model;
+pub mod structure;
+mod transport;
+
+pub use assets::{FieldError, ItemFailure, ItemOutcome, UpsertReport, Written};
+pub use client::AkeneoClient;
+pub use config::{AkeneoConfig, ConfigError, Limits, RetryPolicy};
+pub use error::AkeneoError;
+pub use model::{
+    Asset, AssetAttribute, AssetFamily, AssetValue, AttributeOption, AttributeType,
+    FamilyStructure, StoredAsset,
+};
+pub use structure::{MemoryStructureStore, StoreError, StructureStore};
+pub use transport::CallCounts;

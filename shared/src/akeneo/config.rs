@@ -1,0 +1,311 @@
+//! Connection settings and limits, read once at start (environment or any key lookup).
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// Akeneo's documented cap: 4 concurrent calls per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// Akeneo's documented cap: 100 requests per second per PIM instance.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 100;
+/// Akeneo's documented cap on attribute-option PATCH: 3 requests per second per instance.
+pub const DEFAULT_OPTION_WRITES_PER_SECOND: u32 = 3;
+/// Akeneo answers 413 above 100 assets in one bulk PATCH.
+pub const MAX_ASSETS_PER_PATCH: usize = 100;
+/// Our own byte budget per bulk PATCH. The platform's real limit is undocumented (a too-large
+/// payload may come back as 403), so this is a setting.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Retry policy for transient failures (408, 429, 5xx, timeouts, resets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Backoff ceiling of the first retry; doubles per attempt, full jitter.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // Akeneo recommends 5-8 attempts with exponential backoff.
+        RetryPolicy {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(16),
+        }
+    }
+}
+
+/// Pacing and batching limits. One set per process: every task shares them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    /// `None` disables request pacing (only for PIMs without Akeneo's cap).
+    pub requests_per_second: Option<u32>,
+    pub option_writes_per_second: u32,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub batch_max_items: usize,
+    pub batch_max_bytes: usize,
+    pub retry: RetryPolicy,
+    /// Refresh the access token this long before it expires (capped at a quarter of its life).
+    pub token_refresh_margin: Duration,
+    /// How long a family structure stays cached in memory.
+    pub structure_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            requests_per_second: Some(DEFAULT_REQUESTS_PER_SECOND),
+            option_writes_per_second: DEFAULT_OPTION_WRITES_PER_SECOND,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            batch_max_items: MAX_ASSETS_PER_PATCH,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            retry: RetryPolicy::default(),
+            token_refresh_margin: Duration::from_secs(60),
+            structure_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Credentials of an Akeneo "Connection" (Connect > Connection settings) and the limits to
+/// respect.
+#[derive(Debug, Clone)]
+pub struct AkeneoConfig {
+    pub base_url: Url,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub username: String,
+    pub password: SecretString,
+    pub limits: Limits,
+}
+
+/// A setting that is missing or malformed: names the variable and how to fix it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{0} is not set: {1}")]
+    Missing(&'static str, &'static str),
+    #[error("{name} has an invalid value {value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl AkeneoConfig {
+    /// Reads `AKENEO_*` variables from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through any lookup (tests pass a map; no `set_var`).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str, hint: &'static str| {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name, hint))
+        };
+        let raw_url = required(
+            "AKENEO_BASE_URL",
+            "set it to your PIM's address, e.g. https://my-pim.cloud.akeneo.com",
+        )?;
+        let base_url = parse_base_url(&raw_url)?;
+        let client_id = required(
+            "AKENEO_CLIENT_ID",
+            "copy it from the PIM's Connection settings",
+        )?;
+        let client_secret = required(
+            "AKENEO_CLIENT_SECRET",
+            "copy it from the PIM's Connection settings",
+        )?;
+        let username = required("AKENEO_USERNAME", "use the Connection's API username")?;
+        let password = required("AKENEO_PASSWORD", "use the Connection's API password")?;
+
+        let mut limits = Limits::default();
+        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_MAX_IN_FLIGHT")? {
+            limits.max_in_flight = positive("AKENEO_MAX_IN_FLIGHT", v)?;
+        }
+        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_REQUESTS_PER_SECOND")? {
+            limits.requests_per_second = (v > 0).then_some(v);
+        }
+        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_OPTION_WRITES_PER_SECOND")? {
+            limits.option_writes_per_second = positive("AKENEO_OPTION_WRITES_PER_SECOND", v)?;
+        }
+        if let Some(v) = parse_opt::<u64>(&get, "AKENEO_TIMEOUT_MS")? {
+            limits.request_timeout = Duration::from_millis(positive("AKENEO_TIMEOUT_MS", v)?);
+        }
+        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_BATCH_MAX_BYTES")? {
+            limits.batch_max_bytes = positive("AKENEO_BATCH_MAX_BYTES", v)?;
+        }
+        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_BATCH_MAX_ITEMS")? {
+            if v == 0 || v > MAX_ASSETS_PER_PATCH {
+                return Err(ConfigError::Invalid {
+                    name: "AKENEO_BATCH_MAX_ITEMS",
+                    value: v.to_string(),
+                    reason: format!(
+                        "must be 1 to {MAX_ASSETS_PER_PATCH} (Akeneo answers 413 above)"
+                    ),
+                });
+            }
+            limits.batch_max_items = v;
+        }
+        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_MAX_ATTEMPTS")? {
+            limits.retry.max_attempts = positive("AKENEO_MAX_ATTEMPTS", v)?;
+        }
+
+        Ok(AkeneoConfig {
+            base_url,
+            client_id,
+            client_secret: SecretString::from(client_secret),
+            username,
+            password: SecretString::from(password),
+            limits,
+        })
+    }
+}
+
+/// Accepts `https://host`, `https://host/` or a sub-path install; the API paths are appended.
+pub fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "AKENEO_BASE_URL",
+        value: raw.to_string(),
+        reason,
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| {
+        invalid(format!(
+            "{e}; expected an absolute URL such as https://my-pim.cloud.akeneo.com"
+        ))
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid("the scheme must be http or https".into()));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid("the URL has no host".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("remove the query string or fragment".into()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn parse_opt<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                name,
+                value: v,
+                reason: e.to_string(),
+            }),
+    }
+}
+
+fn positive<T: PartialOrd + Default + ToString>(
+    name: &'static str,
+    v: T,
+) -> Result<T, ConfigError> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            value: v.to_string(),
+            reason: "must be greater than zero".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("AKENEO_BASE_URL", "https://pim.example.com"),
+        ("AKENEO_CLIENT_ID", "id"),
+        ("AKENEO_CLIENT_SECRET", "secret"),
+        ("AKENEO_USERNAME", "user"),
+        ("AKENEO_PASSWORD", "pass"),
+    ];
+
+    #[test]
+    fn reads_required_settings_and_defaults() {
+        let c = AkeneoConfig::from_lookup(env(BASE)).unwrap();
+        assert_eq!(c.base_url.as_str(), "https://pim.example.com/");
+        assert_eq!(c.client_secret.expose_secret(), "secret");
+        assert_eq!(c.limits, Limits::default());
+        assert!(
+            !format!("{c:?}").contains("secret\""),
+            "secrets must not be printed"
+        );
+    }
+
+    #[test]
+    fn names_the_missing_variable() {
+        let partial: Vec<_> = BASE
+            .iter()
+            .filter(|(k, _)| *k != "AKENEO_PASSWORD")
+            .cloned()
+            .collect();
+        let err = AkeneoConfig::from_lookup(env(&partial)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("AKENEO_PASSWORD is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_and_limits() {
+        let mut bad = BASE.to_vec();
+        bad[0] = ("AKENEO_BASE_URL", "pim.example.com");
+        let err = AkeneoConfig::from_lookup(env(&bad)).unwrap_err();
+        assert!(err.to_string().contains("AKENEO_BASE_URL"), "{err}");
+
+        let mut bad = BASE.to_vec();
+        bad.push(("AKENEO_BATCH_MAX_ITEMS", "101"));
+        let err = AkeneoConfig::from_lookup(env(&bad)).unwrap_err();
+        assert!(err.to_string().contains("413"), "{err}");
+
+        let mut bad = BASE.to_vec();
+        bad.push(("AKENEO_MAX_IN_FLIGHT", "four"));
+        assert!(AkeneoConfig::from_lookup(env(&bad)).is_err());
+    }
+
+    #[test]
+    fn keeps_sub_path_installs() {
+        let url = parse_base_url("http://127.0.0.1:8081/pim").unwrap();
+        assert_eq!(
+            url.join("api/rest/v1/").unwrap().as_str(),
+            "http://127.0.0.1:8081/pim/api/rest/v1/"
+        );
+    }
+}
