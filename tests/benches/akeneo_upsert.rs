@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p dam-sync-tests --bench akeneo_upsert` (env: BENCH_ASSETS, default 10000;
 //! BENCH_LATENCY_MS, default 50). With 4 calls in flight and L ms per call, no client can do
-//! better than ceil(n/100) × L / 4; the figure printed last is how close we get.
+//! better than ceil(n/100) × L / 4; the figure printed last is how close we get. Run it on an
+//! otherwise idle machine: the simulator shares the CPU with the client.
 
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,23 @@ async fn main() {
         ..Faults::default()
     })
     .await;
-    let client = pim_client(&sim, Limits::default());
+    let rps = env_or("BENCH_RPS", 100) as u32;
+    let client = pim_client(
+        &sim,
+        Limits {
+            requests_per_second: (rps > 0).then_some(rps),
+            ..Limits::default()
+        },
+    );
     let assets = packshots(n);
+
+    // A running connector already holds a token; the login is timed on its own.
+    let login = Instant::now();
+    client
+        .authenticate(tokio::time::Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("log in to the simulator");
+    let login = login.elapsed();
 
     let started = Instant::now();
     let report = client
@@ -63,9 +79,10 @@ async fn main() {
         stats.max_in_flight_per_token, stats.throttled_429
     );
     println!(
-        "  wall time          {:.3} s (token call included)",
-        wall.as_secs_f64()
+        "  login              {:.3} s (before the timed upsert)",
+        login.as_secs_f64()
     );
+    println!("  wall time          {:.3} s", wall.as_secs_f64());
     println!(
         "  bound              {:.3} s = ceil(n/100) x {latency} ms / {in_flight}",
         bound.as_secs_f64()
