@@ -5,4 +5,7 @@
 //! stay thin: they parse their trigger, call into this crate and map the outcome.
 
 pub mod akeneo;
+pub mod dam;
+pub mod ingest;
 pub mod mapping;
+pub mod queue;

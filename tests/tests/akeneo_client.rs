@@ -9,6 +9,10 @@ use serde_json::json;
 use shared::akeneo::{AkeneoError, AssetValue, Limits, Written};
 use tokio::time::Instant;
 
+/// The runs of thousands of assets take turns: on a 2-core machine, running them side by side
+/// would starve the client of the CPU it needs to react to a 429 in time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
@@ -26,6 +30,7 @@ fn fast_strict_pim() -> Faults {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_assets_take_exactly_one_patch_per_hundred_and_no_429() {
+    let _turn = HEAVY.lock().await;
     let sim = start_pim(fast_strict_pim()).await;
     let client = pim_client(&sim, Limits::default());
     let assets = packshots(10_000);
@@ -82,6 +87,7 @@ async fn run_100_small_calls(requests_per_second: Option<u32>) -> akeneo_sim::St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_is_what_keeps_a_fast_pim_from_throttling() {
+    let _turn = HEAVY.lock().await;
     // Same load twice: paced at Akeneo's 100 requests per second, then unpaced.
     let paced = run_100_small_calls(Some(100)).await;
     assert_eq!(paced.calls_to(BULK_PATCH), 100);
@@ -100,6 +106,7 @@ async fn pacing_is_what_keeps_a_fast_pim_from_throttling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_500s_and_429s_still_land_everything_within_budget() {
+    let _turn = HEAVY.lock().await;
     let sim = start_pim(Faults {
         error_5xx_rate: 0.05,
         rate_429: 0.05,
@@ -147,6 +154,7 @@ async fn five_percent_500s_and_429s_still_land_everything_within_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_expiring_mid_run_costs_no_item() {
+    let _turn = HEAVY.lock().await;
     let sim = start_pim(Faults {
         latency_ms: (5, 10),
         ..Faults::default()

@@ -1,14 +1,40 @@
-//! `webhook-ingest` Lambda. Not functional yet: it answers every call with an error, so no
-//! DAM notification is acknowledged without being queued.
+//! Lambda entry point: configuration from the environment (and optionally one Secrets
+//! Manager secret, read once per cold start), then the HTTP handler. See docs/webhooks.md.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
+use std::sync::Arc;
+
+use lambda_http::{Error, service_fn};
+use shared::dam::bynder::sns::ReqwestSnsClient;
+use shared::ingest::IngestService;
+use shared::queue::sqs::{Client, SqsChangeQueue};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        tracing::error!(request_id = %event.context.request_id, "Event refused: not implemented in this release.");
-        Err::<serde_json::Value, Error>("webhook-ingest is not implemented in this release".into())
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            // RUST_LOG when set; otherwise info, so rejections and their reasons are logged.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+
+    let aws = aws_config::load_from_env().await;
+    let config = webhook_ingest::load_config(&aws, |name| std::env::var(name).ok()).await?;
+    let queue = SqsChangeQueue::new(Client::new(&aws), config.queue_url.clone());
+    let sns = Arc::new(ReqwestSnsClient::new()?);
+    let service = Arc::new(IngestService::from_config(
+        &config,
+        Arc::new(queue),
+        sns.clone(),
+        sns,
+    ));
+
+    lambda_http::run(service_fn(move |request| {
+        let service = Arc::clone(&service);
+        async move { Ok::<_, Error>(webhook_ingest::handle(&service, request).await) }
     }))
     .await
 }

@@ -1,0 +1,4 @@
+//! Generic DAM adapter: Standard Webhooks deliveries and the REST contract in docs/generic-dam.md.
+
+pub mod api;
+pub mod webhook;

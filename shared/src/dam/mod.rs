@@ -1,0 +1,162 @@
+//! The DAM port: what the pipeline needs from any DAM, whatever its vendor.
+//!
+//! Webhooks are hints: the consumer re-reads thin events through [`AssetSource`], and a
+//! per-asset [`Version`] guard makes duplicates and reordering harmless. Adapters live in one
+//! module per vendor (`cloudinary`, `bynder`, `generic`).
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub mod bynder;
+pub mod cloudinary;
+pub mod generic;
+mod verify;
+
+/// Which DAM an event or asset comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DamKind {
+    Cloudinary,
+    Bynder,
+    Generic,
+}
+
+/// A totally ordered version stamp of one DAM asset: the DAM's modified time (ms since the
+/// epoch) and, where the DAM has one, a version counter that breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub modified_at_ms: i64,
+    pub seq: i64,
+}
+
+/// One DAM asset as the DAM returns it. `fields` is the DAM's own JSON, addressed by the
+/// mapping's field paths; adapters do not reshape it beyond what they document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DamAsset {
+    pub dam: DamKind,
+    pub id: String,
+    pub version: Version,
+    pub fields: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Upsert,
+    Delete,
+}
+
+/// A normalised change notification: what the ingest function enqueues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub dam: DamKind,
+    pub asset_id: String,
+    pub kind: ChangeKind,
+    /// Version hint from the payload, when it carries one.
+    pub version: Option<Version>,
+    /// The full asset, when the payload carries it (otherwise the consumer re-reads it).
+    pub asset: Option<DamAsset>,
+    /// Idempotency key: DAM id + version, or the sender's delivery id.
+    pub dedupe_key: String,
+    /// When ingest (or the poller) received the change, ms since the epoch.
+    pub received_at_ms: i64,
+}
+
+/// A raw webhook delivery, exactly as received (verification runs on these bytes).
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub received_at: SystemTime,
+}
+
+/// What a verified webhook turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookOutcome {
+    /// Change events to enqueue (possibly none, e.g. an event type we do not sync).
+    Events(Vec<ChangeEvent>),
+    /// A control message handled by the adapter itself (e.g. an SNS subscription confirmed).
+    Handled(String),
+}
+
+/// Why a webhook was refused. Each maps to one HTTP status in the ingest function.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing, bad or stale signature, foreign certificate, unknown topic: 401.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Verified but unparseable body: 400.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// A dependency of verification failed (e.g. certificate download): 5xx, sender retries.
+    #[error("verification dependency failed: {0}")]
+    Unavailable(String),
+}
+
+/// Verifies and parses one DAM's webhooks.
+#[async_trait]
+pub trait WebhookVerifier: Send + Sync {
+    fn dam(&self) -> DamKind;
+    async fn verify(&self, request: &WebhookRequest) -> Result<WebhookOutcome, WebhookError>;
+}
+
+/// Result of fetching one id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    Found(DamAsset),
+    /// The DAM no longer has the asset (deleted or archived).
+    Gone(String),
+}
+
+/// An opaque, resumable position in a change listing (saved by backfill after each page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageToken(pub String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub assets: Vec<DamAsset>,
+    /// Where to resume after this page; `None` on the last page.
+    pub next: Option<PageToken>,
+}
+
+/// Errors talking to a DAM's API. `is_retriable` drives redelivery versus DLQ.
+#[derive(Debug, thiserror::Error)]
+pub enum DamError {
+    #[error("DAM refused our credentials: {0}")]
+    Unauthorized(String),
+    #[error("DAM rate limit hit{}", .retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("DAM temporarily unavailable: {0}")]
+    Transient(String),
+    #[error("DAM request failed: {0}")]
+    Permanent(String),
+}
+
+impl DamError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, DamError::RateLimited { .. } | DamError::Transient(_))
+    }
+}
+
+/// Reads assets from a DAM: by id (batched where the DAM allows) and as a change listing.
+#[async_trait]
+pub trait AssetSource: Send + Sync {
+    fn dam(&self) -> DamKind;
+
+    /// Fetches the current state of these ids; one result per id, in input order.
+    async fn fetch(&self, ids: &[String]) -> Result<Vec<Fetched>, DamError>;
+
+    /// Lists assets modified at or after `since` (all assets when `None`), oldest first,
+    /// as a stream of pages, starting at `resume` when given.
+    fn list_changed(
+        &self,
+        since: Option<SystemTime>,
+        resume: Option<PageToken>,
+        page_size: usize,
+    ) -> BoxStream<'_, Result<Page, DamError>>;
+}

@@ -1,0 +1,493 @@
+//! Webhook ingest: route, limit, verify, enqueue, answer. Transport-free so the Lambda stays
+//! a thin adapter and tests and benchmarks run it in process.
+//!
+//! Status rules: 2xx only once every event is queued (senders retry anything else); error
+//! bodies are generic and the reason goes to the log only, so a prober learns nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use bytes::Bytes;
+use secrecy::SecretString;
+
+use crate::dam::bynder::sns::{CertificateFetcher, SnsSettings, SubscriptionConfirmer};
+use crate::dam::bynder::webhook::BynderWebhookVerifier;
+use crate::dam::cloudinary::webhook::{
+    CloudinarySettings, CloudinaryWebhookVerifier, SignatureAlgorithm,
+};
+use crate::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, SigningSecret};
+use crate::dam::{DamKind, WebhookError, WebhookOutcome, WebhookRequest, WebhookVerifier};
+use crate::queue::ChangeQueue;
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestResponse {
+    pub status: u16,
+    /// JSON.
+    pub body: String,
+}
+
+impl IngestResponse {
+    fn error(status: u16, code: &str) -> Self {
+        Self {
+            status,
+            body: format!(r#"{{"error":"{code}"}}"#),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    /// Larger bodies are refused (413) before any parsing or hashing.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The route segment of each DAM: `POST /webhooks/{dam}`.
+pub fn route_name(dam: DamKind) -> &'static str {
+    match dam {
+        DamKind::Cloudinary => "cloudinary",
+        DamKind::Bynder => "bynder",
+        DamKind::Generic => "generic",
+    }
+}
+
+/// The `{dam}` of a `.../webhooks/{dam}` path (API Gateway may prefix a stage name).
+pub fn route(path: &str) -> Option<&str> {
+    let mut segments = path.trim_end_matches('/').rsplit('/');
+    let dam = segments.next()?;
+    (segments.next()? == "webhooks" && !dam.is_empty()).then_some(dam)
+}
+
+pub struct IngestService {
+    settings: IngestSettings,
+    verifiers: HashMap<&'static str, Arc<dyn WebhookVerifier>>,
+    queue: Arc<dyn ChangeQueue>,
+}
+
+impl IngestService {
+    pub fn new(settings: IngestSettings, queue: Arc<dyn ChangeQueue>) -> Self {
+        Self {
+            settings,
+            verifiers: HashMap::new(),
+            queue,
+        }
+    }
+
+    /// A service with a verifier for each DAM the configuration enables.
+    pub fn from_config(
+        config: &IngestConfig,
+        queue: Arc<dyn ChangeQueue>,
+        cert_fetcher: Arc<dyn CertificateFetcher>,
+        confirmer: Arc<dyn SubscriptionConfirmer>,
+    ) -> Self {
+        let mut service = Self::new(config.settings, queue);
+        if let Some(settings) = &config.cloudinary {
+            service =
+                service.with_verifier(Arc::new(CloudinaryWebhookVerifier::new(settings.clone())));
+        }
+        if let Some(settings) = &config.bynder {
+            service = service.with_verifier(Arc::new(BynderWebhookVerifier::new(
+                settings.clone(),
+                cert_fetcher,
+                confirmer,
+            )));
+        }
+        if let Some(settings) = &config.generic {
+            service =
+                service.with_verifier(Arc::new(GenericWebhookVerifier::new(settings.clone())));
+        }
+        service
+    }
+
+    /// Serves `POST /webhooks/{dam}` for the verifier's DAM (unconfigured DAMs answer 404).
+    pub fn with_verifier(mut self, verifier: Arc<dyn WebhookVerifier>) -> Self {
+        self.verifiers.insert(route_name(verifier.dam()), verifier);
+        self
+    }
+
+    /// Handles a raw HTTP request: method and path routing, then [`Self::handle`].
+    pub async fn handle_http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        received_at: SystemTime,
+    ) -> IngestResponse {
+        let Some(dam) = route(path) else {
+            tracing::info!(path, "no such route");
+            return IngestResponse::error(404, "not_found");
+        };
+        if !method.eq_ignore_ascii_case("POST") {
+            tracing::info!(path, method, "method not allowed");
+            return IngestResponse::error(405, "method_not_allowed");
+        }
+        self.handle(dam, headers, body, received_at).await
+    }
+
+    /// Handles one delivery for `dam` (the route segment). Header names may be in any case.
+    pub async fn handle(
+        &self,
+        dam: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        received_at: SystemTime,
+    ) -> IngestResponse {
+        let Some(verifier) = self.verifiers.get(dam) else {
+            tracing::info!(dam, "webhook for an unknown or unconfigured DAM");
+            return IngestResponse::error(404, "not_found");
+        };
+        if body.len() > self.settings.max_body_bytes {
+            tracing::warn!(dam, bytes = body.len(), "webhook body over the limit");
+            return IngestResponse::error(413, "payload_too_large");
+        }
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        if !content_type_allowed(verifier.dam(), content_type) {
+            tracing::warn!(
+                dam,
+                content_type,
+                "webhook with an unsupported content type"
+            );
+            return IngestResponse::error(415, "unsupported_media_type");
+        }
+        if body.is_empty() {
+            tracing::warn!(dam, "empty webhook body");
+            return IngestResponse::error(400, "malformed");
+        }
+        let request = WebhookRequest {
+            headers,
+            body,
+            received_at,
+        };
+        let events = match verifier.verify(&request).await {
+            Ok(WebhookOutcome::Events(events)) => events,
+            Ok(WebhookOutcome::Handled(what)) => {
+                tracing::info!(dam, what, "webhook control message handled");
+                return IngestResponse {
+                    status: 200,
+                    body: r#"{"status":"handled"}"#.into(),
+                };
+            }
+            Err(error) => {
+                let (status, code) = match &error {
+                    WebhookError::Unauthorized(_) => (401, "unauthorized"),
+                    WebhookError::Malformed(_) => (400, "malformed"),
+                    WebhookError::Unavailable(_) => (503, "unavailable"),
+                };
+                tracing::warn!(dam, status, reason = %error, "webhook rejected");
+                return IngestResponse::error(status, code);
+            }
+        };
+        if !events.is_empty() {
+            if let Err(error) = self.queue.enqueue(&events).await {
+                tracing::error!(
+                    dam,
+                    events = events.len(),
+                    retriable = error.is_retriable(),
+                    reason = %error,
+                    "enqueue failed; sender will retry"
+                );
+                return IngestResponse::error(503, "unavailable");
+            }
+        }
+        tracing::info!(dam, queued = events.len(), "webhook accepted");
+        IngestResponse {
+            status: 202,
+            body: format!(r#"{{"status":"accepted","queued":{}}}"#, events.len()),
+        }
+    }
+}
+
+/// Cloudinary and Standard Webhooks post JSON; SNS posts `text/plain; charset=UTF-8`.
+fn content_type_allowed(dam: DamKind, content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"));
+    match dam {
+        DamKind::Bynder => json || media == "text/plain",
+        DamKind::Cloudinary | DamKind::Generic => json,
+    }
+}
+
+/// Environment variable names of the ingest function (also the keys of the `SECRETS_ARN`
+/// JSON secret, which takes precedence for the secrets).
+pub mod env {
+    pub const QUEUE_URL: &str = "QUEUE_URL";
+    pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+    pub const CLOUDINARY_API_SECRET: &str = "CLOUDINARY_API_SECRET";
+    pub const CLOUDINARY_SIGNATURE_ALGORITHM: &str = "CLOUDINARY_SIGNATURE_ALGORITHM";
+    pub const CLOUDINARY_MAX_AGE_SECS: &str = "CLOUDINARY_MAX_AGE_SECS";
+    pub const BYNDER_TOPIC_ARNS: &str = "BYNDER_TOPIC_ARNS";
+    pub const SNS_MAX_AGE_SECS: &str = "SNS_MAX_AGE_SECS";
+    pub const GENERIC_WEBHOOK_SECRETS: &str = "GENERIC_WEBHOOK_SECRETS";
+    pub const GENERIC_TOLERANCE_SECS: &str = "GENERIC_TOLERANCE_SECS";
+    pub const SECRETS_ARN: &str = "SECRETS_ARN";
+}
+
+/// Everything the ingest function is configured with. A DAM is served only when its secret
+/// (Bynder: its topic list) is set.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub queue_url: String,
+    pub settings: IngestSettings,
+    pub cloudinary: Option<CloudinarySettings>,
+    pub bynder: Option<SnsSettings>,
+    pub generic: Option<GenericSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl IngestConfig {
+    /// Reads the [`env`] variables through `get` (empty values count as unset).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |name: &str| -> Result<Option<u64>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| ConfigError(format!("{name} is not a number")))
+                })
+                .transpose()
+        };
+        let queue_url = get(env::QUEUE_URL)
+            .ok_or_else(|| ConfigError(format!("{} is required", env::QUEUE_URL)))?;
+        let mut settings = IngestSettings::default();
+        if let Some(max) = number(env::MAX_BODY_BYTES)? {
+            settings.max_body_bytes =
+                usize::try_from(max).map_err(|e| ConfigError(e.to_string()))?;
+        }
+
+        let cloudinary = match get(env::CLOUDINARY_API_SECRET) {
+            None => None,
+            Some(secret) => {
+                let mut s = CloudinarySettings::new(SecretString::from(secret));
+                if let Some(alg) = get(env::CLOUDINARY_SIGNATURE_ALGORITHM) {
+                    s.algorithm = alg.parse::<SignatureAlgorithm>().map_err(ConfigError)?;
+                }
+                if let Some(secs) = number(env::CLOUDINARY_MAX_AGE_SECS)? {
+                    s.max_age = Duration::from_secs(secs);
+                }
+                Some(s)
+            }
+        };
+        let bynder = match get(env::BYNDER_TOPIC_ARNS) {
+            None => None,
+            Some(list) => {
+                let mut s = SnsSettings::new(split_list(&list));
+                if let Some(secs) = number(env::SNS_MAX_AGE_SECS)? {
+                    s.max_age = Duration::from_secs(secs);
+                }
+                Some(s)
+            }
+        };
+        let generic = match get(env::GENERIC_WEBHOOK_SECRETS) {
+            None => None,
+            Some(list) => {
+                let secrets = split_list(&list)
+                    .iter()
+                    .map(|s| SigningSecret::parse(s).map_err(ConfigError))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut s = GenericSettings::new(secrets);
+                if let Some(secs) = number(env::GENERIC_TOLERANCE_SECS)? {
+                    s.tolerance = Duration::from_secs(secs);
+                }
+                Some(s)
+            }
+        };
+        Ok(Self {
+            queue_url,
+            settings,
+            cloudinary,
+            bynder,
+            generic,
+        })
+    }
+}
+
+/// Comma- or whitespace-separated list.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use crate::dam::{ChangeEvent, ChangeKind};
+    use crate::queue::MemoryChangeQueue;
+
+    /// Answers each verify with the next scripted result.
+    struct Scripted(Mutex<Vec<Result<WebhookOutcome, WebhookError>>>);
+
+    #[async_trait]
+    impl WebhookVerifier for Scripted {
+        fn dam(&self) -> DamKind {
+            DamKind::Generic
+        }
+        async fn verify(&self, _: &WebhookRequest) -> Result<WebhookOutcome, WebhookError> {
+            self.0.lock().unwrap().remove(0)
+        }
+    }
+
+    fn event() -> ChangeEvent {
+        ChangeEvent {
+            dam: DamKind::Generic,
+            asset_id: "a".into(),
+            kind: ChangeKind::Upsert,
+            version: None,
+            asset: None,
+            dedupe_key: "k".into(),
+            received_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_map_to_statuses_and_only_queued_events_get_2xx() {
+        let queue = Arc::new(MemoryChangeQueue::new());
+        let script = vec![
+            Ok(WebhookOutcome::Events(vec![event(), event()])),
+            Ok(WebhookOutcome::Events(vec![])),
+            Ok(WebhookOutcome::Handled("confirmed".into())),
+            Err(WebhookError::Unauthorized("x".into())),
+            Err(WebhookError::Malformed("x".into())),
+            Err(WebhookError::Unavailable("x".into())),
+            Ok(WebhookOutcome::Events(vec![event()])),
+        ];
+        let service = IngestService::new(IngestSettings { max_body_bytes: 8 }, queue.clone())
+            .with_verifier(Arc::new(Scripted(Mutex::new(script))));
+        let json = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        let call = |body: &'static str| {
+            service.handle_http(
+                "POST",
+                "/webhooks/generic",
+                json.clone(),
+                Bytes::from(body),
+                SystemTime::now(),
+            )
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(call("{}").await.status);
+        }
+        assert_eq!(statuses, [202, 202, 200, 401, 400, 503]);
+        assert_eq!(queue.drain().len(), 2);
+
+        queue.set_failure(Some("sqs down"));
+        let failed = call("{}").await;
+        assert_eq!(
+            (failed.status, failed.body.as_str()),
+            (503, r#"{"error":"unavailable"}"#)
+        );
+        assert!(queue.is_empty());
+
+        // Checked before the verifier runs (the script is exhausted: a call would panic).
+        assert_eq!(call("123456789").await.status, 413);
+        assert_eq!(call("").await.status, 400);
+        let other = service
+            .handle_http(
+                "POST",
+                "/webhooks/bynder",
+                json.clone(),
+                Bytes::from("{}"),
+                SystemTime::now(),
+            )
+            .await;
+        assert_eq!(other.status, 404, "DAM without a verifier");
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/webhooks/cloudinary"), Some("cloudinary"));
+        assert_eq!(route("/prod/webhooks/bynder/"), Some("bynder"));
+        assert_eq!(route("/webhooks/"), None);
+        assert_eq!(route("/hooks/generic"), None);
+        assert_eq!(route("/"), None);
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(content_type_allowed(
+            DamKind::Generic,
+            "application/json; charset=utf-8"
+        ));
+        assert!(content_type_allowed(
+            DamKind::Cloudinary,
+            "Application/JSON"
+        ));
+        assert!(!content_type_allowed(DamKind::Cloudinary, "text/plain"));
+        assert!(content_type_allowed(
+            DamKind::Bynder,
+            "text/plain; charset=UTF-8"
+        ));
+        assert!(!content_type_allowed(DamKind::Generic, ""));
+        assert!(!content_type_allowed(
+            DamKind::Bynder,
+            "application/x-www-form-urlencoded"
+        ));
+    }
+
+    #[test]
+    fn config_from_lookup() {
+        let vars: HashMap<&str, &str> = HashMap::from([
+            (env::QUEUE_URL, "https://sqs/q"),
+            (env::MAX_BODY_BYTES, "2048"),
+            (env::CLOUDINARY_API_SECRET, "s"),
+            (env::CLOUDINARY_SIGNATURE_ALGORITHM, "sha256"),
+            (env::BYNDER_TOPIC_ARNS, "arn:a, arn:b"),
+            (env::GENERIC_WEBHOOK_SECRETS, "whsec_YWJj whsec_ZGVm"),
+        ]);
+        let config = IngestConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(config.settings.max_body_bytes, 2048);
+        assert_eq!(
+            config.cloudinary.unwrap().algorithm,
+            SignatureAlgorithm::Sha256
+        );
+        assert_eq!(config.bynder.unwrap().topic_arns, ["arn:a", "arn:b"]);
+        assert_eq!(config.generic.unwrap().secrets.len(), 2);
+
+        assert!(IngestConfig::from_lookup(|_| None).is_err());
+        let bad = |k: &str| match k {
+            env::QUEUE_URL => Some("q".to_owned()),
+            env::GENERIC_WEBHOOK_SECRETS => Some("whsec_!!".to_owned()),
+            _ => None,
+        };
+        assert!(IngestConfig::from_lookup(bad).is_err());
+    }
+}
