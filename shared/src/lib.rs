@@ -8,3 +8,4 @@ pub mod akeneo;
 pub mod dam;
 pub mod ingest;
 pub mod queue;
+pub mod store;
