@@ -75,6 +75,15 @@ pub struct DynamoStore {
     batch_retry: BatchRetry,
 }
 
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .field("batch_retry", &self.batch_retry)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -88,10 +97,7 @@ impl DynamoStore {
     /// The table named by `TABLE_NAME`, with a client from the standard AWS configuration chain
     /// (env, profile, Lambda role).
     pub async fn from_env() -> Result<Self, StateError> {
-        let table = std::env::var(TABLE_NAME_ENV)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| StateError::Permanent(format!("{TABLE_NAME_ENV} is not set")))?;
+        let table = table_name(std::env::var(TABLE_NAME_ENV).ok())?;
         let config = aws_config::load_from_env().await;
         Ok(Self::new(Client::new(&config), table))
     }
@@ -481,6 +487,13 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StateError>
     Ok(())
 }
 
+/// The table name from the environment's value; unset or empty is a configuration error.
+fn table_name(value: Option<String>) -> Result<String, StateError> {
+    value
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| StateError::Permanent(format!("{TABLE_NAME_ENV} is not set")))
+}
+
 /// Stable key spelling of a DAM (stored in keys: must never change).
 fn dam_name(dam: DamKind) -> &'static str {
     match dam {
@@ -679,6 +692,18 @@ mod tests {
         assert_eq!(item["pk"], AttributeValue::S("asset#bynder#a#1".into()));
         assert_eq!(item["sk"], AttributeValue::S("state".into()));
         assert_eq!(asset_from_item(&item).unwrap(), state());
+    }
+
+    #[test]
+    fn the_table_name_must_be_set() {
+        let missing = table_name(None).unwrap_err();
+        assert!(!missing.is_retriable());
+        assert!(missing.to_string().contains("TABLE_NAME"));
+        assert!(table_name(Some(" ".into())).is_err());
+        assert_eq!(
+            table_name(Some("dam-sync-state".into())).unwrap(),
+            "dam-sync-state"
+        );
     }
 
     #[test]
