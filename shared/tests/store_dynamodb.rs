@@ -100,6 +100,12 @@ async fn asset_versions_only_move_forward() {
 }
 
 #[tokio::test]
+async fn concurrent_writers_leave_the_newest_version() {
+    let (store, _) = fresh_store().await;
+    store_conformance::concurrent_writers_leave_the_newest_version(&store).await;
+}
+
+#[tokio::test]
 async fn get_many_reads_across_batches() {
     let (store, _) = fresh_store().await;
     store_conformance::get_many_reads_across_batches(&store).await;

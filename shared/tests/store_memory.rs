@@ -11,6 +11,11 @@ async fn asset_versions_only_move_forward() {
 }
 
 #[tokio::test]
+async fn concurrent_writers_leave_the_newest_version() {
+    store_conformance::concurrent_writers_leave_the_newest_version(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
 async fn get_many_reads_across_batches() {
     store_conformance::get_many_reads_across_batches(&MemoryStore::new()).await;
 }

@@ -116,6 +116,21 @@ pub async fn asset_versions_only_move_forward(store: &(impl AssetStateStore + ?S
     assert_eq!(store.record_applied(&v1).await.unwrap(), Applied::Written);
 }
 
+pub async fn concurrent_writers_leave_the_newest_version(store: &(impl AssetStateStore + ?Sized)) {
+    let dam = DamKind::Cloudinary;
+    for round in 0..10 {
+        let id = format!("race-{round}");
+        let older = state(dam, &id, 3_000, round, "older");
+        let newer = state(dam, &id, 3_000, round + 1, "newer");
+        let (a, b) = tokio::join!(store.record_applied(&older), store.record_applied(&newer));
+        // Whatever the arrival order (the older one is Written or Stale), the newer version
+        // is written and ends up stored.
+        assert!(matches!(a.unwrap(), Applied::Written | Applied::Stale));
+        assert_eq!(b.unwrap(), Applied::Written);
+        assert_eq!(stored(store, dam, &id).await, Some(newer));
+    }
+}
+
 pub async fn get_many_reads_across_batches(store: &(impl AssetStateStore + ?Sized)) {
     let dam = DamKind::Generic;
     for i in 0..150 {
