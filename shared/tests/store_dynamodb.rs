@@ -221,6 +221,24 @@ async fn structures_are_cached_until_their_ttl_then_ignored() {
 }
 
 #[tokio::test]
+async fn structures_expire_on_the_system_clock() {
+    let (store, _) = fresh_store().await;
+    // Production's default clock, not the test clock.
+    let real = DynamoStore::new(store.client().clone(), store.table());
+    let cache = DynamoStructureStore::new(&real, Duration::from_secs(1));
+    cache.put(structure("short", "Short")).await.unwrap();
+    assert!(cache.get("short").await.unwrap().is_some());
+    // Expiry is rounded up to the next whole second, so 1 s of TTL lasts at most 2 s.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert!(
+        raw_item(&store, "family#short", "structure")
+            .await
+            .is_some()
+    );
+    assert_eq!(cache.get("short").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn invalidate_deletes_one_structure() {
     let (store, _) = fresh_store().await;
     let cache = DynamoStructureStore::new(&store, Duration::from_secs(60));
