@@ -9,3 +9,4 @@ pub mod dam;
 pub mod ingest;
 pub mod mapping;
 pub mod queue;
+pub mod store;

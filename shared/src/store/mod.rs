@@ -1,0 +1,335 @@
+//! State ports: what the pipeline remembers between invocations.
+//!
+//! Four capabilities, each a port with an in-memory implementation ([`MemoryStore`], for unit
+//! tests and the embedded runner) and a DynamoDB one ([`dynamodb`]):
+//!
+//! - [`AssetStateStore`]: the last version applied to the PIM per DAM asset. Its conditional
+//!   write is the ordering guard that turns duplicate and out-of-order events into no-ops.
+//! - [`CursorStore`]: the poller's modified-since cursors, written under an optimistic lock
+//!   and never moved backwards.
+//! - [`LeaseStore`]: a named lease so two poller runs (a retry overlapping the next schedule)
+//!   never work at once.
+//! - The family-structure cache, [`crate::akeneo::StructureStore`], implemented on DynamoDB by
+//!   [`dynamodb::DynamoStructureStore`].
+//!
+//! A failed condition is not an error: it is the answer ([`Applied::Stale`],
+//! [`Advance::Conflict`], `false` from [`LeaseStore::acquire`]).
+//!
+//! # Table layout (DynamoDB)
+//!
+//! One on-demand table, partition key `pk` (S) and sort key `sk` (S), TTL attribute
+//! `expires_at` (epoch seconds). See `docs/state.md`.
+//!
+//! | item | `pk` | `sk` | attributes |
+//! |---|---|---|---|
+//! | asset state | `asset#<dam>#<id>` | `state` | `dam`, `asset_id`, `modified_at_ms`, `seq`, `content_hash`, `family`, `pim_code`, `updated_at_ms` |
+//! | family structure | `family#<code>` | `structure` | `structure` (JSON), `expires_at` |
+//! | cursor | `cursor#<name>` | `cursor` | `position_ms`, `page_token` (absent when none), `version` |
+//! | lease | `lease#<name>` | `lease` | `owner`, `expires_at` |
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::dam::{DamKind, Version};
+
+pub mod dynamodb;
+
+/// A failure of the state store itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Throttling, 5xx, timeouts, unprocessed keys that kept coming back: later may work.
+    #[error("state store temporarily unavailable: {0}")]
+    Transient(String),
+    /// Validation errors, a missing table, denied access, corrupt items: retrying won't help.
+    #[error("state store refused the request: {0}")]
+    Permanent(String),
+}
+
+impl StateError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StateError::Transient(_))
+    }
+}
+
+impl From<StateError> for crate::akeneo::StoreError {
+    fn from(error: StateError) -> Self {
+        crate::akeneo::StoreError {
+            retriable: error.is_retriable(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// What the pipeline last wrote to the PIM for one DAM asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetState {
+    pub dam: DamKind,
+    pub asset_id: String,
+    pub applied_version: Version,
+    /// Hash of what was sent to the PIM, to skip re-sending unchanged content.
+    pub content_hash: String,
+    pub family: String,
+    pub pim_code: String,
+    pub updated_at_ms: i64,
+}
+
+/// Outcome of [`AssetStateStore::record_applied`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// No state existed, or the stored version was strictly older.
+    Written,
+    /// The stored version is the same or newer; nothing was written.
+    Stale,
+}
+
+/// Per-asset applied versions: the ordering guard of the consumer.
+#[async_trait]
+pub trait AssetStateStore: Send + Sync {
+    /// The stored states of these ids (duplicates allowed); missing ids are absent from the map.
+    async fn get_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, AssetState>, StateError>;
+
+    /// Stores `state` only if no state exists or the stored version is strictly older.
+    async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError>;
+
+    /// Forgets an asset (deleted in the DAM). Deleting a missing asset is not an error.
+    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError>;
+}
+
+/// A poller's position in a DAM's modified-since listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub position_ms: i64,
+    pub page_token: Option<String>,
+    /// Optimistic-lock version, assigned by the store: 1 on creation, +1 per advance.
+    pub version: u64,
+}
+
+/// Outcome of [`CursorStore::advance`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// Stored, with this new version.
+    Written { version: u64 },
+    /// Someone else advanced first, or the move would go backwards: nothing was written.
+    /// `current` is the stored cursor when the store could tell, so callers can re-plan.
+    Conflict { current: Option<Cursor> },
+}
+
+/// Named cursors with optimistic locking.
+#[async_trait]
+pub trait CursorStore: Send + Sync {
+    async fn get(&self, name: &str) -> Result<Option<Cursor>, StateError>;
+
+    /// Writes `new` if the stored version is `expected_version` (`None`: no cursor yet) and
+    /// `new.position_ms` is not before the stored one. `new.version` is ignored: the stored
+    /// version becomes `expected_version + 1` (1 on creation), so two writers that read the
+    /// same version can never both succeed.
+    async fn advance(
+        &self,
+        name: &str,
+        new: Cursor,
+        expected_version: Option<u64>,
+    ) -> Result<Advance, StateError>;
+}
+
+/// Named, expiring, single-owner leases.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes (or renews, for the same owner) the lease for `ttl`. `false`: someone else holds
+    /// an unexpired lease.
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError>;
+
+    /// Gives the lease up if `owner` holds it. `false`: it was not held by `owner`.
+    async fn release(&self, name: &str, owner: &str) -> Result<bool, StateError>;
+}
+
+/// The current time in milliseconds since the epoch. Injectable so lease and cache expiry can
+/// be tested without sleeping.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    })
+}
+
+/// Expiry in epoch seconds (the unit of DynamoDB TTL), rounded up so nothing expires early.
+pub(crate) fn expiry_seconds(now_ms: i64, ttl: Duration) -> i64 {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    now_ms
+        .saturating_add(ttl_ms)
+        .saturating_add(999)
+        .div_euclid(1000)
+}
+
+/// Whether something expiring at `expires_at` (epoch seconds) has expired at `now_ms`.
+pub(crate) fn is_expired(expires_at: i64, now_ms: i64) -> bool {
+    expires_at <= now_ms.div_euclid(1000)
+}
+
+/// In-process implementation of the state ports, with the DynamoDB adapter's semantics.
+pub struct MemoryStore {
+    clock: Clock,
+    assets: Mutex<HashMap<(DamKind, String), AssetState>>,
+    cursors: Mutex<HashMap<String, Cursor>>,
+    /// Lease name → (owner, expires_at in epoch seconds).
+    leases: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            clock: system_clock(),
+            assets: Mutex::default(),
+            cursors: Mutex::default(),
+            leases: Mutex::default(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl AssetStateStore for MemoryStore {
+    async fn get_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, AssetState>, StateError> {
+        let assets = lock(&self.assets);
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let state = assets.get(&(dam, id.clone()))?;
+                Some((id.clone(), state.clone()))
+            })
+            .collect())
+    }
+
+    async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
+        let mut assets = lock(&self.assets);
+        let key = (state.dam, state.asset_id.clone());
+        match assets.get(&key) {
+            Some(stored) if stored.applied_version >= state.applied_version => Ok(Applied::Stale),
+            _ => {
+                assets.insert(key, state.clone());
+                Ok(Applied::Written)
+            }
+        }
+    }
+
+    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
+        lock(&self.assets).remove(&(dam, id.to_owned()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CursorStore for MemoryStore {
+    async fn get(&self, name: &str) -> Result<Option<Cursor>, StateError> {
+        Ok(lock(&self.cursors).get(name).cloned())
+    }
+
+    async fn advance(
+        &self,
+        name: &str,
+        new: Cursor,
+        expected_version: Option<u64>,
+    ) -> Result<Advance, StateError> {
+        let mut cursors = lock(&self.cursors);
+        let current = cursors.get(name).cloned();
+        let allowed = match (&current, expected_version) {
+            (None, None) => true,
+            (Some(stored), Some(expected)) => {
+                stored.version == expected && stored.position_ms <= new.position_ms
+            }
+            _ => false,
+        };
+        if !allowed {
+            return Ok(Advance::Conflict { current });
+        }
+        let version = expected_version.map_or(1, |v| v + 1);
+        cursors.insert(name.to_owned(), Cursor { version, ..new });
+        Ok(Advance::Written { version })
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
+        let now_ms = (self.clock)();
+        let mut leases = lock(&self.leases);
+        let free = match leases.get(name) {
+            None => true,
+            Some((holder, expires_at)) => holder == owner || is_expired(*expires_at, now_ms),
+        };
+        if free {
+            leases.insert(
+                name.to_owned(),
+                (owner.to_owned(), expiry_seconds(now_ms, ttl)),
+            );
+        }
+        Ok(free)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<bool, StateError> {
+        let mut leases = lock(&self.leases);
+        match leases.get(name) {
+            Some((holder, _)) if holder == owner => {
+                leases.remove(name);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_rounds_up_to_whole_seconds() {
+        assert_eq!(expiry_seconds(1_000, Duration::from_secs(60)), 61);
+        assert_eq!(expiry_seconds(1_001, Duration::from_secs(60)), 62);
+        assert_eq!(expiry_seconds(0, Duration::from_millis(1)), 1);
+    }
+
+    #[test]
+    fn expired_from_the_expiry_second_on() {
+        assert!(!is_expired(61, 60_999));
+        assert!(is_expired(61, 61_000));
+        assert!(is_expired(61, 70_000));
+    }
+
+    #[test]
+    fn errors_convert_for_the_structure_store_keeping_retriability() {
+        let e: crate::akeneo::StoreError = StateError::Transient("throttled".into()).into();
+        assert!(e.retriable);
+        let e: crate::akeneo::StoreError = StateError::Permanent("no table".into()).into();
+        assert!(!e.retriable);
+        assert!(e.message.contains("no table"));
+    }
+}
