@@ -118,6 +118,70 @@ struct ItemResult {
 struct Batch {
     indices: Vec<usize>,
     body: Vec<u8>,
+    /// Items refused before sending (too large, not serialisable).
+    rejected: Vec<(usize, ItemFailure)>,
+}
+
+/// Cuts assets into request bodies of at most `max_items` assets and `max_bytes` bytes,
+/// serialising each asset once.
+struct Batcher<'a> {
+    assets: &'a [Asset],
+    next: usize,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+impl Iterator for Batcher<'_> {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.next >= self.assets.len() {
+            return None;
+        }
+        let mut batch = Batch {
+            indices: vec![],
+            body: b"[".to_vec(),
+            rejected: vec![],
+        };
+        while self.next < self.assets.len() && batch.indices.len() < self.max_items {
+            let i = self.next;
+            let asset = &self.assets[i];
+            let json = match serde_json::to_vec(asset) {
+                Ok(j) => j,
+                Err(e) => {
+                    batch
+                        .rejected
+                        .push((i, permanent(format!("cannot serialise asset: {e}"))));
+                    self.next += 1;
+                    continue;
+                }
+            };
+            if json.len() + 2 > self.max_bytes {
+                batch.rejected.push((
+                    i,
+                    permanent(format!(
+                        "asset {:?} is {} bytes of JSON, over the {}-byte request budget (AKENEO_BATCH_MAX_BYTES)",
+                        asset.code,
+                        json.len(),
+                        self.max_bytes
+                    )),
+                ));
+                self.next += 1;
+                continue;
+            }
+            if !batch.indices.is_empty() && batch.body.len() + 1 + json.len() + 1 > self.max_bytes {
+                break;
+            }
+            if !batch.indices.is_empty() {
+                batch.body.push(b',');
+            }
+            batch.body.extend_from_slice(&json);
+            batch.indices.push(i);
+            self.next += 1;
+        }
+        batch.body.push(b']');
+        Some(batch)
+    }
 }
 
 impl AkeneoClient {
@@ -131,49 +195,14 @@ impl AkeneoClient {
     ) -> UpsertReport {
         let limits = self.limits();
         let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; assets.len()];
-        let mut batches: Vec<Batch> = Vec::new();
-        let mut current = Batch {
-            indices: vec![],
-            body: b"[".to_vec(),
+        // Batches are serialised lazily, as slots free up, so the first request leaves at once
+        // and serialisation overlaps the calls in flight.
+        let batches = Batcher {
+            assets,
+            next: 0,
+            max_items: limits.batch_max_items,
+            max_bytes: limits.batch_max_bytes,
         };
-        for (i, asset) in assets.iter().enumerate() {
-            let json = match serde_json::to_vec(asset) {
-                Ok(j) => j,
-                Err(e) => {
-                    outcomes[i] = Some(Err(permanent(format!("cannot serialise asset: {e}"))));
-                    continue;
-                }
-            };
-            if json.len() + 2 > limits.batch_max_bytes {
-                outcomes[i] = Some(Err(permanent(format!(
-                    "asset {:?} is {} bytes of JSON, over the {}-byte request budget (AKENEO_BATCH_MAX_BYTES)",
-                    asset.code,
-                    json.len(),
-                    limits.batch_max_bytes
-                ))));
-                continue;
-            }
-            let full = current.indices.len() >= limits.batch_max_items
-                || current.body.len() + 1 + json.len() + 1 > limits.batch_max_bytes;
-            if full {
-                batches.push(close(std::mem::replace(
-                    &mut current,
-                    Batch {
-                        indices: vec![],
-                        body: b"[".to_vec(),
-                    },
-                )));
-            }
-            if !current.indices.is_empty() {
-                current.body.push(b',');
-            }
-            current.body.extend_from_slice(&json);
-            current.indices.push(i);
-        }
-        if !current.indices.is_empty() {
-            batches.push(close(current));
-        }
-
         let url = self.url(&["asset-families", family, "assets"]);
         let mut requests = 0;
         let mut stale = false;
@@ -181,20 +210,29 @@ impl AkeneoClient {
             .map(|batch| {
                 let url = url.clone();
                 async move {
-                    let reply = self
-                        .call(
-                            Method::PATCH,
-                            url,
-                            BULK_ROUTE,
-                            Payload::Json(batch.body.into()),
-                            deadline,
+                    let reply = if batch.indices.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            self.call(
+                                Method::PATCH,
+                                url,
+                                BULK_ROUTE,
+                                Payload::Json(batch.body.into()),
+                                deadline,
+                            )
+                            .await,
                         )
-                        .await;
-                    (batch.indices, reply)
+                    };
+                    (batch.indices, batch.rejected, reply)
                 }
             })
             .buffer_unordered(limits.max_in_flight.max(1));
-        while let Some((indices, reply)) = answers.next().await {
+        while let Some((indices, rejected, reply)) = answers.next().await {
+            for (i, failure) in rejected {
+                outcomes[i] = Some(Err(failure));
+            }
+            let Some(reply) = reply else { continue };
             let results = match reply {
                 Ok(reply) if reply.status == StatusCode::OK => {
                     requests += 1;
@@ -308,11 +346,6 @@ impl AkeneoClient {
     }
 }
 
-fn close(mut batch: Batch) -> Batch {
-    batch.body.push(b']');
-    batch
-}
-
 fn permanent(message: String) -> ItemFailure {
     ItemFailure {
         status: None,
@@ -423,6 +456,57 @@ mod tests {
             message: None,
             errors: vec![],
         }
+    }
+
+    #[test]
+    fn batches_respect_item_and_byte_budgets() {
+        let mut assets: Vec<Asset> = (0..250).map(|i| asset(&format!("asset_{i}"))).collect();
+        assets[10].values.insert(
+            "long".into(),
+            vec![crate::akeneo::AssetValue {
+                locale: None,
+                channel: None,
+                data: serde_json::json!("x".repeat(3_000)),
+            }],
+        );
+        let by_items: Vec<Batch> = Batcher {
+            assets: &assets,
+            next: 0,
+            max_items: 100,
+            max_bytes: 1 << 20,
+        }
+        .collect();
+        assert_eq!(
+            by_items.iter().map(|b| b.indices.len()).collect::<Vec<_>>(),
+            vec![100, 100, 50]
+        );
+
+        let by_bytes: Vec<Batch> = Batcher {
+            assets: &assets,
+            next: 0,
+            max_items: 100,
+            max_bytes: 1_000,
+        }
+        .collect();
+        let mut seen = vec![];
+        for b in &by_bytes {
+            assert!(b.body.len() <= 1_000, "{} bytes", b.body.len());
+            let parsed: Vec<Asset> = serde_json::from_slice(&b.body).unwrap();
+            assert_eq!(parsed.len(), b.indices.len());
+            seen.extend(b.indices.iter().copied());
+            seen.extend(b.rejected.iter().map(|(i, _)| *i));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..250).collect::<Vec<_>>(),
+            "every item is sent or rejected once"
+        );
+        let rejected: Vec<usize> = by_bytes
+            .iter()
+            .flat_map(|b| b.rejected.iter().map(|(i, _)| *i))
+            .collect();
+        assert_eq!(rejected, vec![10]);
     }
 
     #[test]

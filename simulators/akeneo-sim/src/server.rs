@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{
-    DefaultBodyLimit, Extension, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
+    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
@@ -37,10 +37,6 @@ const FAMILIES_PAGE: usize = 200;
 const MAX_OPTIONS: usize = 100;
 /// The token route refuses bodies above 200 bytes.
 const MAX_TOKEN_BODY: usize = 200;
-
-/// The client (connection) behind the bearer token of an authorised request.
-#[derive(Clone)]
-struct Client(String);
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
@@ -317,7 +313,12 @@ async fn sleep_unless_shutdown(d: Duration, sim: &Shared) -> bool {
     }
 }
 
-async fn gate(State(sim): Sim, matched: MatchedPath, mut req: Request, next: Next) -> Response {
+/// Set by a handler that answers 429 itself, so the gate opens the client's Retry-After window
+/// when the answer leaves, after the configured latency.
+#[derive(Clone, Copy)]
+struct AnnounceRetryAfter(u64);
+
+async fn gate(State(sim): Sim, matched: MatchedPath, req: Request, next: Next) -> Response {
     let route = format!("{} {}", req.method(), matched.as_str());
     let mut call = CallGuard::new(sim.clone(), route);
     let shutting_down = || {
@@ -327,23 +328,25 @@ async fn gate(State(sim): Sim, matched: MatchedPath, mut req: Request, next: Nex
         )
     };
 
+    // The configured latency is the time a call takes from arrival to answer, processing
+    // included, so the simulator's own CPU time does not stretch a "fixed 50 ms" call.
+    let started = tokio::time::Instant::now();
     if matched.as_str() == TOKEN_PATH {
         // The token route only gets latency: random faults and limits are for the REST API.
-        let resp = if sleep_unless_shutdown(sim.token_route_latency(), &sim).await {
-            next.run(req).await
-        } else {
-            shutting_down()
-        };
+        let latency = sim.token_route_latency();
+        let mut resp = next.run(req).await;
+        if !sleep_unless_shutdown(latency.saturating_sub(started.elapsed()), &sim).await {
+            resp = shutting_down();
+        }
         call.finish(resp.status().as_u16());
         return resp;
     }
 
     let bearer = bearer_token(req.headers());
     let arrival = sim.arrive(bearer.as_deref());
-    let resp = if !sleep_unless_shutdown(arrival.latency, &sim).await {
-        shutting_down()
-    } else {
-        match arrival.decision {
+    let mut announce = None;
+    let resp = {
+        let resp = match arrival.decision {
             Decision::Hang => {
                 // Never answer: the client has to time out (dropping the connection drops
                 // this future and its in-flight slot).
@@ -353,9 +356,7 @@ async fn gate(State(sim): Sim, matched: MatchedPath, mut req: Request, next: Nex
             }
             Decision::ServerError(code) => server_error(code),
             Decision::Throttle(retry_after, kind) => {
-                if let Some(secs) = retry_after {
-                    sim.announce_retry_after(arrival.client_id.as_deref(), secs);
-                }
+                announce = retry_after;
                 throttled(retry_after, kind)
             }
             Decision::Proceed => match bearer.as_deref().map(|t| sim.check_token(t)) {
@@ -368,11 +369,19 @@ async fn gate(State(sim): Sim, matched: MatchedPath, mut req: Request, next: Nex
                     StatusCode::UNAUTHORIZED,
                     "The access token provided is invalid.",
                 ),
-                Some(TokenCheck::Valid(client_id)) => {
-                    req.extensions_mut().insert(Client(client_id));
-                    next.run(req).await
-                }
+                Some(TokenCheck::Valid) => next.run(req).await,
             },
+        };
+        let remaining = arrival.latency.saturating_sub(started.elapsed());
+        if sleep_unless_shutdown(remaining, &sim).await {
+            // The Retry-After window starts when the client can see the 429.
+            let from_handler = resp.extensions().get::<AnnounceRetryAfter>().map(|a| a.0);
+            if let Some(secs) = announce.or(from_handler) {
+                sim.announce_retry_after(arrival.client_id.as_deref(), secs);
+            }
+            resp
+        } else {
+            shutting_down()
         }
     };
     call.finish(resp.status().as_u16());
@@ -650,14 +659,15 @@ async fn get_option(
 async fn patch_option(
     State(sim): Sim,
     headers: HeaderMap,
-    Extension(client): Extension<Client>,
     Path((fam, attr, opt)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
     // Option PATCH has its own 3 req/s limit per PIM instance.
     if !sim.take_option_patch() {
-        sim.announce_retry_after(Some(&client.0), 1);
-        return throttled(Some(1), ThrottleKind::RateLimit);
+        // The gate announces the window once the latency has passed (see `AnnounceRetryAfter`).
+        let mut resp = throttled(Some(1), ThrottleKind::RateLimit);
+        resp.extensions_mut().insert(AnnounceRetryAfter(1));
+        return resp;
     }
     if let Err(r) = require_json(&headers) {
         return r;

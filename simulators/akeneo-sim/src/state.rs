@@ -196,7 +196,7 @@ impl Drop for CallGuard {
 }
 
 pub(crate) enum TokenCheck {
-    Valid(String),
+    Valid,
     Expired,
     Invalid,
 }
@@ -348,7 +348,7 @@ impl Shared {
         match inner.access.get(token) {
             None => TokenCheck::Invalid,
             Some(t) if t.expires_at <= Instant::now() => TokenCheck::Expired,
-            Some(t) => TokenCheck::Valid(t.client_id.clone()),
+            Some(_) => TokenCheck::Valid,
         }
     }
 
