@@ -444,3 +444,53 @@ async fn a_dam_deletion_deletes_the_pim_asset_and_its_state() {
     let states = w.store.get_many(DamKind::Generic, &[id(1)]).await.unwrap();
     assert!(states.is_empty());
 }
+
+fn sqs_event(records: &[(&str, &str)]) -> aws_lambda_events::event::sqs::SqsEvent {
+    // The shape Lambda delivers from an SQS event source mapping.
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id,
+                "receiptHandle": format!("handle-{id}"),
+                "body": body,
+                "attributes": { "ApproximateReceiveCount": "1" },
+                "messageAttributes": {},
+                "md5OfBody": "0",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:changes",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("SQS event")
+}
+
+#[tokio::test]
+async fn the_lambda_handler_answers_a_partial_batch_response() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Via Lambda"));
+    let body = serde_json::to_string(&thin(&id(1))).unwrap();
+    let event = || sqs_event(&[("m-asset", &body), ("m-poison", "not json")]);
+
+    // Inside the safety margin: the asset waits for redelivery, the poison is parked.
+    let near = Instant::now() + Duration::from_secs(1);
+    let response = asset_consumer::handle(&w.consumer, event(), near).await;
+    let failures: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failures, ["m-asset"]);
+    assert_eq!(w.dead_letters().await.len(), 1);
+    assert!(w.pim_asset(&id(1)).is_none());
+
+    let response = asset_consumer::handle(&w.consumer, event(), later()).await;
+    let failures: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alt_text(&w.pim_asset(&id(1)).unwrap()), "Via Lambda");
+}

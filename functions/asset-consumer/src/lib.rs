@@ -197,3 +197,118 @@ pub async fn handle(consumer: &Consumer, event: SqsEvent, deadline: Instant) -> 
     );
     to_response(&outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use shared::consumer::BatchOutcome;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn settings_need_a_dlq_and_at_least_one_dam() {
+        let err = Settings::from_lookup(lookup(&[]), "m.toml".into()).unwrap_err();
+        assert!(err.contains(env::DLQ_URL), "{err}");
+        let err = Settings::from_lookup(lookup(&[(env::DLQ_URL, "https://q")]), "m.toml".into())
+            .unwrap_err();
+        assert!(err.contains("no DAM configured"), "{err}");
+        let err = Settings::from_lookup(
+            lookup(&[
+                (env::DLQ_URL, "https://q"),
+                (env::GENERIC_API_URL, "http://dam"),
+            ]),
+            "m.toml".into(),
+        )
+        .unwrap_err();
+        assert!(err.contains(env::GENERIC_API_TOKEN), "{err}");
+    }
+
+    #[test]
+    fn settings_read_the_mapping_path_margin_and_sources() {
+        let s = Settings::from_lookup(
+            lookup(&[
+                (env::DLQ_URL, "https://q"),
+                (env::GENERIC_API_URL, "http://dam/generic"),
+                (env::GENERIC_API_TOKEN, "t"),
+                (env::BYNDER_PORTAL_URL, "https://acme.bynder.com"),
+                (env::BYNDER_TOKEN, "b"),
+                (env::SAFETY_MARGIN_MS, "1500"),
+            ]),
+            "default.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(s.mapping_path, PathBuf::from("default.toml"));
+        assert_eq!(s.safety_margin, Some(Duration::from_millis(1500)));
+        let dams: Vec<_> = s.sources.iter().map(|s| s.dam()).collect();
+        assert_eq!(
+            dams,
+            [shared::dam::DamKind::Generic, shared::dam::DamKind::Bynder]
+        );
+        assert!(!format!("{s:?}").contains("\"t\""), "no secrets in Debug");
+
+        let s = Settings::from_lookup(
+            lookup(&[
+                (env::DLQ_URL, "https://q"),
+                (env::MAPPING_PATH, "/opt/m.toml"),
+                (env::GENERIC_API_URL, "http://dam/generic"),
+                (env::GENERIC_API_TOKEN, "t"),
+            ]),
+            "default.toml".into(),
+        )
+        .unwrap();
+        assert_eq!(s.mapping_path, PathBuf::from("/opt/m.toml"));
+        assert!(
+            Settings::from_lookup(
+                lookup(&[
+                    (env::DLQ_URL, "https://q"),
+                    (env::GENERIC_API_URL, "http://dam/generic"),
+                    (env::GENERIC_API_TOKEN, "t"),
+                    (env::SAFETY_MARGIN_MS, "soon"),
+                ]),
+                "default.toml".into(),
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn only_retried_messages_are_batch_item_failures() {
+        let outcome = BatchOutcome {
+            retry: vec!["a".into(), "c".into()],
+            dead_lettered: vec![("b".into(), "poison".into())],
+            ..BatchOutcome::default()
+        };
+        let response = to_response(&outcome);
+        let ids: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        let json = serde_json_string(&response);
+        assert!(json.contains("\"batchItemFailures\""), "{json}");
+        assert!(json.contains("\"itemIdentifier\":\"a\""), "{json}");
+    }
+
+    fn serde_json_string(response: &SqsBatchResponse) -> String {
+        serde_json::to_string(response).unwrap()
+    }
+
+    #[test]
+    fn the_deadline_becomes_an_instant_never_in_the_past_of_now() {
+        let soon = deadline_instant(SystemTime::now() + Duration::from_secs(10));
+        let left = soon - Instant::now();
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10));
+        let past = deadline_instant(SystemTime::now() - Duration::from_secs(10));
+        assert!(past <= Instant::now());
+    }
+}
