@@ -9,7 +9,9 @@ use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use dam_sim::{DamSim, DamSimConfig, DamSimHandle};
-use dam_sync_tests::{BULK_PATCH, akeneo_caps, pim_config, start_pim};
+use dam_sync_tests::{
+    BULK_PATCH, CONSUMER_MAPPING, akeneo_caps, consumer_fields, pim_config, start_pim,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::akeneo::{AkeneoClient, Limits, StructureStore};
@@ -22,29 +24,6 @@ use shared::store::AssetStateStore;
 use shared::store::dynamodb::{DynamoStore, DynamoStructureStore, create_table};
 use tokio::time::Instant;
 use url::Url;
-
-const MAPPING: &str = r#"
-[settings]
-create_missing_options = false
-code = "{{id}}"
-
-[[route]]
-family = "packshot"
-when = [ { field = "fields.kind", equals = "packshot" } ]
-on_delete = "delete"
-
-[route.values.media_preview]
-field = "fields.url"
-
-[route.values.product_ref]
-field = "fields.sku"
-
-[route.values.alt_text]
-locales = { en_US = "fields.title" }
-
-[route.values.main_colors]
-field = "fields.colors"
-"#;
 
 const GET_FAMILY: &str = "GET /api/rest/v1/asset-families/{family}";
 
@@ -111,7 +90,8 @@ async fn world(settings: ConsumerSettings) -> World {
         ))
         .expect("generic client"),
     );
-    let mapping = Arc::new(Mapping::from_toml_str(MAPPING, "consumer test").expect("mapping"));
+    let mapping =
+        Arc::new(Mapping::from_toml_str(CONSUMER_MAPPING, "consumer test").expect("mapping"));
     let consumer = Consumer::new(
         store.clone(),
         mapping,
@@ -133,13 +113,7 @@ async fn world(settings: ConsumerSettings) -> World {
 }
 
 fn fields(n: usize, title: &str) -> Value {
-    json!({
-        "kind": "packshot",
-        "url": format!("https://res.example.com/packshots/{n}.jpg"),
-        "sku": format!("AB-{n}"),
-        "title": title,
-        "colors": ["red"],
-    })
+    consumer_fields(n, title)
 }
 
 fn id(n: usize) -> String {
