@@ -444,3 +444,70 @@ async fn unmapped_assets_are_skipped_not_failed() {
     assert_eq!(out.report.failed, 0);
     assert!(out.retry.is_empty() && out.dead_lettered.is_empty());
 }
+
+#[tokio::test]
+async fn a_lagging_dam_read_is_retried_not_applied() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(h.upsert_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_old_delete_event_does_not_delete_a_newer_asset() {
+    let h = harness();
+    h.put(dam_asset("a", 5, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 5))], later())
+        .await;
+    let delete = ChangeEvent {
+        kind: ChangeKind::Delete,
+        ..thin("a", 3)
+    };
+    let out = h.consumer.process(vec![message(1, &delete)], later()).await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert!(h.pim.deletes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_clear_policy_patches_nulls_and_keeps_the_pim_asset() {
+    let dam = Arc::new(FakeDam::default());
+    let pim = Arc::new(FakePim::default());
+    let mapping = MAPPING.replace(
+        "on_delete = \"delete\"",
+        "on_delete = { clear = [\"product_ref\"] }",
+    );
+    let consumer = Consumer::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(Mapping::from_toml_str(&mapping, "test").unwrap()),
+        pim.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(dam.clone());
+    dam.assets
+        .lock()
+        .unwrap()
+        .insert("a".into(), dam_asset("a", 1, "AB-1"));
+    consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    let delete = ChangeEvent {
+        kind: ChangeKind::Delete,
+        ..thin("a", 2)
+    };
+    let out = consumer.process(vec![message(1, &delete)], later()).await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert!(pim.deletes.lock().unwrap().is_empty());
+    let upserts = pim.upserts.lock().unwrap();
+    let cleared = &upserts.last().unwrap()[0];
+    assert_eq!(cleared.code, "a");
+    assert_eq!(
+        cleared.values["product_ref"][0].data,
+        serde_json::Value::Null
+    );
+    assert!(!cleared.values.contains_key("main_colors"));
+}
