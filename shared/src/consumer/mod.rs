@@ -38,8 +38,8 @@ pub struct ConsumerSettings {
     pub safety_margin: Duration,
     /// Ids per DAM fetch call.
     pub fetch_batch: usize,
-    /// State writes in flight at once.
-    pub state_writes_in_flight: usize,
+    /// State writes and dead-letter sends in flight at once.
+    pub writes_in_flight: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -47,7 +47,7 @@ impl Default for ConsumerSettings {
         Self {
             safety_margin: Duration::from_secs(3),
             fetch_batch: 100,
-            state_writes_in_flight: 16,
+            writes_in_flight: 16,
         }
     }
 }
@@ -215,6 +215,8 @@ impl Consumer {
         let states = self.load_states(&mut batch).await;
 
         let mut upserts: Vec<Pending> = Vec::new();
+        // Same content as the PIM has: only the newer version is recorded, no PIM call.
+        let mut unchanged: Vec<Pending> = Vec::new();
         let mut gone: Vec<(usize, AssetState)> = Vec::new();
         let mut found: Vec<(usize, DamAsset)> = Vec::new();
         for (idx, current) in current.into_iter().enumerate() {
@@ -283,8 +285,7 @@ impl Consumer {
                                 && s.family == mapped.family
                                 && s.pim_code == mapped.code
                         }) {
-                            self.record(&mut batch, idx, &asset, &mapped, Done::Unchanged)
-                                .await;
+                            unchanged.push(Pending { idx, asset, mapped });
                         } else {
                             upserts.push(Pending { idx, asset, mapped });
                         }
@@ -293,6 +294,8 @@ impl Consumer {
             }
         }
 
+        self.record_all(&mut batch, unchanged, Done::Unchanged)
+            .await;
         let upserts = self.create_missing_options(&mut batch, upserts).await;
         let mut by_family: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         for p in upserts {
@@ -577,23 +580,8 @@ impl Consumer {
         self.create_missing_options(batch, again).await
     }
 
-    /// Records the applied version of one asset. `Stale` is fine: a newer version is stored.
-    async fn record(
-        &self,
-        batch: &mut Batch,
-        idx: usize,
-        asset: &DamAsset,
-        mapped: &MappedAsset,
-        done: Done,
-    ) {
-        let state = applied_state(asset, mapped);
-        match self.store.record_applied(&state).await {
-            Ok(_) => batch.settle(idx, Fate::Done(done)),
-            // The PIM has the content; redelivery re-applies it idempotently.
-            Err(error) => batch.settle(idx, Fate::Retry(error.to_string())),
-        }
-    }
-
+    /// Records the applied versions. `Stale` is fine: a newer version is already stored. A
+    /// failed write retries the message: the PIM write is idempotent.
     async fn record_all(&self, batch: &mut Batch, items: Vec<Pending>, done: Done) {
         let results: Vec<(usize, Fate)> = futures::stream::iter(items)
             .map(|p| async move {
@@ -604,7 +592,7 @@ impl Consumer {
                 };
                 (p.idx, fate)
             })
-            .buffer_unordered(self.settings.state_writes_in_flight.max(1))
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
             .collect()
             .await;
         for (idx, fate) in results {
@@ -660,19 +648,15 @@ impl Consumer {
         let report = &mut outcome.report;
         report.messages = messages;
         report.assets = batch.changes.len() as u64;
+        let mut letters: Vec<Letter> = Vec::new();
         for p in poison {
             report.poison += 1;
-            match self
-                .dead_letters
-                .send(&p.message.id, &p.message.body, &p.reason)
-                .await
-            {
-                Ok(()) => outcome.dead_lettered.push((p.message.id, p.reason)),
-                Err(error) => {
-                    tracing::error!(%error, id = %p.message.id, "Dead letter not sent.");
-                    outcome.retry.push(p.message.id);
-                }
-            }
+            letters.push(Letter {
+                source_id: p.message.id.clone(),
+                message_ids: vec![p.message.id],
+                body: p.message.body,
+                reason: p.reason,
+            });
         }
         for (change, fate) in batch.changes.into_iter().zip(batch.fates) {
             let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
@@ -691,28 +675,53 @@ impl Consumer {
                 }
                 Fate::Dead(reason) => {
                     report.failed += 1;
-                    let first = change.message_ids.first().cloned().unwrap_or_default();
-                    let sent = self.dead_letters.send(&first, &change.body, &reason).await;
-                    match sent {
-                        Ok(()) => {
-                            tracing::warn!(asset = %change.asset_id, %reason, "Dead-lettered.");
-                            outcome.dead_lettered.extend(
-                                change
-                                    .message_ids
-                                    .into_iter()
-                                    .map(|id| (id, reason.clone())),
-                            );
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, asset = %change.asset_id, "Dead letter not sent.");
-                            outcome.retry.extend(change.message_ids);
-                        }
-                    }
+                    tracing::warn!(asset = %change.asset_id, %reason, "Dead-lettering.");
+                    letters.push(Letter {
+                        source_id: change.message_ids.first().cloned().unwrap_or_default(),
+                        message_ids: change.message_ids,
+                        body: change.body,
+                        reason,
+                    });
                 }
+            }
+        }
+        let sent: Vec<(Letter, bool)> = futures::stream::iter(letters)
+            .map(|letter| async move {
+                let result = self
+                    .dead_letters
+                    .send(&letter.source_id, &letter.body, &letter.reason)
+                    .await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, id = %letter.source_id, "Dead letter not sent.");
+                }
+                (letter, result.is_ok())
+            })
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
+            .collect()
+            .await;
+        for (letter, ok) in sent {
+            if ok {
+                let reason = letter.reason;
+                outcome.dead_lettered.extend(
+                    letter
+                        .message_ids
+                        .into_iter()
+                        .map(|id| (id, reason.clone())),
+                );
+            } else {
+                outcome.retry.extend(letter.message_ids);
             }
         }
         outcome
     }
+}
+
+/// A dead letter to send: one per poison message or per dead asset.
+struct Letter {
+    source_id: String,
+    message_ids: Vec<String>,
+    body: String,
+    reason: String,
 }
 
 fn applied_state(asset: &DamAsset, mapped: &MappedAsset) -> AssetState {
