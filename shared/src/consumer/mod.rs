@@ -677,7 +677,7 @@ impl Consumer {
                     report.failed += 1;
                     tracing::warn!(asset = %change.asset_id, %reason, "Dead-lettering.");
                     letters.push(Letter {
-                        source_id: change.message_ids.first().cloned().unwrap_or_default(),
+                        source_id: change.source_id,
                         message_ids: change.message_ids,
                         body: change.body,
                         reason,

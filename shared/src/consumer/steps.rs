@@ -50,7 +50,8 @@ pub struct AssetChange {
     pub event: ChangeEvent,
     /// Every message of the batch about this asset: they share its outcome.
     pub message_ids: Vec<String>,
-    /// The body of the newest event's message, kept for the dead-letter queue.
+    /// The newest event's message id and body, kept for the dead-letter queue.
+    pub source_id: String,
     pub body: String,
 }
 
@@ -84,11 +85,12 @@ pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>
         match index.get(&key) {
             Some(&i) => {
                 let change = &mut changes[i];
-                change.message_ids.push(message.id);
                 if newer(&event, &change.event) {
                     change.event = event;
+                    change.source_id = message.id.clone();
                     change.body = message.body;
                 }
+                change.message_ids.push(message.id);
             }
             None => {
                 index.insert(key, changes.len());
@@ -96,6 +98,7 @@ pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>
                     dam: event.dam,
                     asset_id: event.asset_id.clone(),
                     event,
+                    source_id: message.id.clone(),
                     message_ids: vec![message.id],
                     body: message.body,
                 });

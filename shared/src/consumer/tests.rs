@@ -114,6 +114,7 @@ fn coalesce_keeps_the_newest_event_and_every_message_id() {
     assert_eq!(changes[0].event.version, Some(v(3)));
     assert_eq!(changes[0].message_ids, ["m0", "m1", "m3"]);
     assert_eq!(changes[0].body, messages[1].body);
+    assert_eq!(changes[0].source_id, "m1");
     assert_eq!(changes[1].message_ids, ["m2"]);
 }
 

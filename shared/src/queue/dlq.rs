@@ -163,3 +163,29 @@ impl DeadLetters for MemoryDeadLetters {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(MAX_REASON_BYTES); // 2 bytes each
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_REASON_BYTES);
+        assert!(cut.len() >= MAX_REASON_BYTES - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[tokio::test]
+    async fn memory_dead_letters_keep_letters_and_can_fail() {
+        let dlq = MemoryDeadLetters::new();
+        dlq.send("m1", "{}", "poison").await.unwrap();
+        dlq.set_failure(Some("throttled"));
+        let err = dlq.send("m2", "{}", "poison").await.unwrap_err();
+        assert!(err.is_retriable());
+        assert_eq!(dlq.letters().len(), 1);
+        assert_eq!(dlq.letters()[0].message_id, "m1");
+    }
+}
