@@ -5,6 +5,7 @@
 //! stay thin: they parse their trigger, call into this crate and map the outcome.
 
 pub mod akeneo;
+pub mod consumer;
 pub mod dam;
 pub mod ingest;
 pub mod mapping;

@@ -89,3 +89,39 @@ pub fn packshots(n: usize) -> Vec<Asset> {
 pub fn akeneo_caps() -> Faults {
     Faults::default()
 }
+
+/// A mapping of dam-sim generic assets (see [`consumer_fields`]) onto the fixture's
+/// `packshot` family, for the consumer tests and benchmark.
+pub const CONSUMER_MAPPING: &str = r#"
+[settings]
+create_missing_options = false
+code = "{{id}}"
+
+[[route]]
+family = "packshot"
+when = [ { field = "fields.kind", equals = "packshot" } ]
+on_delete = "delete"
+
+[route.values.media_preview]
+field = "fields.url"
+
+[route.values.product_ref]
+field = "fields.sku"
+
+[route.values.alt_text]
+locales = { en_US = "fields.title" }
+
+[route.values.main_colors]
+field = "fields.colors"
+"#;
+
+/// DAM fields of asset `n` that [`CONSUMER_MAPPING`] maps to a valid `packshot`.
+pub fn consumer_fields(n: usize, title: &str) -> serde_json::Value {
+    json!({
+        "kind": "packshot",
+        "url": format!("https://res.example.com/packshots/{n}.jpg"),
+        "sku": format!("AB-{n}"),
+        "title": title,
+        "colors": ["red"],
+    })
+}

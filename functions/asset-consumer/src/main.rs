@@ -1,22 +1,50 @@
 //! `asset-consumer` Lambda. Thin main: settings and clients are built once per cold start; the
-//! pipeline itself lives in `shared`.
-//!
-//! Not functional yet: this release ships the PIM client it will use. The handler refuses
-//! every event with an error, so nothing is acknowledged (and lost) by mistake.
+//! pipeline lives in `shared::consumer` (docs/consumer.md).
 
+use std::sync::Arc;
+
+use asset_consumer::{Settings, default_mapping_path, handle};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
 use shared::akeneo::{AkeneoClient, AkeneoConfig};
+use shared::consumer::{Consumer, ConsumerSettings};
+use shared::mapping::Mapping;
+use shared::queue::dlq::SqsDeadLetters;
+use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
-    let config = AkeneoConfig::from_env()?;
-    let client = AkeneoClient::new(config)?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let _client = client.clone();
+    let settings = Settings::from_lookup(|name| std::env::var(name).ok(), default_mapping_path())?;
+    let mapping = Mapping::from_path(&settings.mapping_path)?;
+    let akeneo = AkeneoConfig::from_env()?;
+    let store = DynamoStore::from_env().await?;
+    // The structure cache is shared by every instance through the state table.
+    let structures = DynamoStructureStore::new(&store, akeneo.limits.structure_ttl);
+    let pim = AkeneoClient::with_structure_store(akeneo, Arc::new(structures))?;
+    let dead_letters = SqsDeadLetters::from_env(settings.dlq_url.clone()).await;
+
+    let mut tuning = ConsumerSettings::default();
+    if let Some(margin) = settings.safety_margin {
+        tuning.safety_margin = margin;
+    }
+    let mut consumer = Consumer::new(
+        Arc::new(store),
+        Arc::new(mapping),
+        Arc::new(pim),
+        Arc::new(dead_letters),
+    )
+    .with_settings(tuning);
+    for source in settings.sources {
+        consumer = consumer.with_source(source);
+    }
+    let consumer = Arc::new(consumer);
+
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let consumer = Arc::clone(&consumer);
         async move {
-            tracing::error!(request_id = %event.context.request_id, "Event refused: not implemented in this release.");
-            Err::<serde_json::Value, Error>("asset-consumer is not implemented in this release".into())
+            let deadline = asset_consumer::deadline_instant(event.context.deadline());
+            Ok::<_, Error>(handle(&consumer, event.payload, deadline).await)
         }
     }))
     .await

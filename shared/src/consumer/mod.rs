@@ -1,0 +1,740 @@
+//! The consumer pipeline: turns a batch of queued change events into PIM writes.
+//!
+//! Steps (docs/consumer.md): decode (poison → dead letters) → coalesce per (dam, asset id),
+//! newest event wins → re-read thin events from the DAM → version guard against the stored
+//! state → map → skip unchanged content → ensure missing options → bulk upsert per family (one
+//! structure refresh when the PIM names an unknown attribute or option) → record the applied
+//! versions. DAM deletions apply the family's delete policy.
+//!
+//! Per-message problems never fail the batch: they end as done, dead-lettered (permanent,
+//! with the reason) or retried (redelivered by SQS through the partial batch response).
+//! Infrastructure failures (DAM, state store, PIM unreachable) retry the messages they touch;
+//! the queue's redrive policy bounds how often.
+
+mod pim;
+mod steps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::akeneo::{AkeneoError, FamilyStructure, ItemFailure};
+use crate::dam::{AssetSource, ChangeKind, DamAsset, DamKind, Fetched};
+use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
+use crate::queue::dlq::DeadLetters;
+use crate::store::{AssetState, AssetStateStore};
+
+pub use pim::PimWriter;
+pub use steps::{AssetChange, InboundMessage, Poison, coalesce, decode, event_version, is_newer};
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// No PIM or DAM call starts later than this before the deadline, so the function can
+    /// still answer with its partial batch response before Lambda kills it.
+    pub safety_margin: Duration,
+    /// Ids per DAM fetch call.
+    pub fetch_batch: usize,
+    /// State writes and dead-letter sends in flight at once.
+    pub writes_in_flight: usize,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            safety_margin: Duration::from_secs(3),
+            fetch_batch: 100,
+            writes_in_flight: 16,
+        }
+    }
+}
+
+/// Counters of one batch. Asset counters count coalesced assets, not messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub messages: u64,
+    /// Distinct (dam, asset id) pairs among the decodable messages.
+    pub assets: u64,
+    /// Written to the PIM.
+    pub synced: u64,
+    /// Newer version, same content as the PIM has: version recorded, no PIM call.
+    pub skipped_unchanged: u64,
+    /// No route or filtered out by the mapping, or a DAM deletion of an asset never synced.
+    pub skipped_unmapped: u64,
+    /// Not newer than the applied version (duplicate or out of order).
+    pub stale: u64,
+    /// DAM deletions handled by the family's delete policy.
+    pub deleted: u64,
+    /// Dead-lettered or left for redelivery.
+    pub failed: u64,
+    /// Undecodable messages (dead-lettered).
+    pub poison: u64,
+}
+
+/// What to tell SQS about a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Message ids to report as batch item failures: SQS redelivers them.
+    pub retry: Vec<String>,
+    /// Message ids parked in the dead-letter queue, with the reason. Done for SQS.
+    pub dead_lettered: Vec<(String, String)>,
+    pub report: Report,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    Synced,
+    Unchanged,
+    Unmapped,
+    Stale,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+enum Fate {
+    Done(Done),
+    Retry(String),
+    Dead(String),
+}
+
+/// A mapped asset waiting for its PIM write.
+struct Pending {
+    idx: usize,
+    asset: DamAsset,
+    mapped: MappedAsset,
+}
+
+/// Per-batch working state.
+struct Batch {
+    changes: Vec<AssetChange>,
+    fates: Vec<Option<Fate>>,
+    cutoff: Instant,
+    deadline: Instant,
+}
+
+impl Batch {
+    fn settle(&mut self, idx: usize, fate: Fate) {
+        if self.fates[idx].is_none() {
+            self.fates[idx] = Some(fate);
+        }
+    }
+
+    fn open(&self, idx: usize) -> bool {
+        self.fates[idx].is_none()
+    }
+
+    fn too_late(&self) -> bool {
+        Instant::now() >= self.cutoff
+    }
+}
+
+const TOO_LATE: &str = "deadline near: left for redelivery";
+
+fn pim_fate(error: &AkeneoError) -> Fate {
+    if error.is_retriable() {
+        Fate::Retry(error.to_string())
+    } else {
+        Fate::Dead(error.to_string())
+    }
+}
+
+fn item_fate(failure: &ItemFailure) -> Fate {
+    if failure.retriable {
+        Fate::Retry(failure.reason())
+    } else {
+        Fate::Dead(failure.reason())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The pipeline, built from its ports.
+pub struct Consumer {
+    sources: HashMap<DamKind, Arc<dyn AssetSource>>,
+    store: Arc<dyn AssetStateStore>,
+    mapping: Arc<Mapping>,
+    pim: Arc<dyn PimWriter>,
+    dead_letters: Arc<dyn DeadLetters>,
+    settings: ConsumerSettings,
+}
+
+impl Consumer {
+    pub fn new(
+        store: Arc<dyn AssetStateStore>,
+        mapping: Arc<Mapping>,
+        pim: Arc<dyn PimWriter>,
+        dead_letters: Arc<dyn DeadLetters>,
+    ) -> Self {
+        Self {
+            sources: HashMap::new(),
+            store,
+            mapping,
+            pim,
+            dead_letters,
+            settings: ConsumerSettings::default(),
+        }
+    }
+
+    /// Adds the DAM source for `source.dam()` (replacing one already set).
+    pub fn with_source(mut self, source: Arc<dyn AssetSource>) -> Self {
+        self.sources.insert(source.dam(), source);
+        self
+    }
+
+    pub fn with_settings(mut self, settings: ConsumerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn settings(&self) -> &ConsumerSettings {
+        &self.settings
+    }
+
+    /// Processes one batch. Never fails: every message ends done, dead-lettered or retried.
+    pub async fn process(&self, messages: Vec<InboundMessage>, deadline: Instant) -> BatchOutcome {
+        let message_count = messages.len() as u64;
+        let (changes, poison) = coalesce(messages);
+        let cutoff = deadline
+            .checked_sub(self.settings.safety_margin)
+            .unwrap_or(deadline);
+        let mut batch = Batch {
+            fates: vec![None; changes.len()],
+            changes,
+            cutoff,
+            deadline,
+        };
+
+        let current = self.read_dam(&mut batch).await;
+        let states = self.load_states(&mut batch).await;
+
+        let mut upserts: Vec<Pending> = Vec::new();
+        // Same content as the PIM has: only the newer version is recorded, no PIM call.
+        let mut unchanged: Vec<Pending> = Vec::new();
+        let mut gone: Vec<(usize, AssetState)> = Vec::new();
+        let mut found: Vec<(usize, DamAsset)> = Vec::new();
+        for (idx, current) in current.into_iter().enumerate() {
+            if !batch.open(idx) {
+                continue;
+            }
+            let change = &batch.changes[idx];
+            let state = states.get(&(change.dam, change.asset_id.clone()));
+            match current {
+                Some(Fetched::Found(asset)) => {
+                    if is_newer(asset.version, state) {
+                        found.push((idx, asset));
+                    } else {
+                        batch.settle(idx, Fate::Done(Done::Stale));
+                    }
+                }
+                Some(Fetched::Gone(_)) => {
+                    let explicit = match (change.event.kind, change.event.version) {
+                        (ChangeKind::Delete, Some(v)) => Some(v),
+                        _ => None,
+                    };
+                    match state {
+                        // Nothing of ours is in the PIM.
+                        None => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                        Some(s) if explicit.is_some_and(|v| !is_newer(v, Some(s))) => {
+                            batch.settle(idx, Fate::Done(Done::Stale));
+                        }
+                        Some(s) => gone.push((idx, s.clone())),
+                    }
+                }
+                None => batch.settle(idx, Fate::Retry("no DAM state read".into())),
+            }
+        }
+
+        if !found.is_empty() {
+            let (structures, unavailable) = self.load_structures(&batch).await;
+            for (idx, asset) in found {
+                let outcome = self.mapping.map_asset(&asset.id, &asset.fields, |f| {
+                    structures.get(f).map(|s| s.as_ref())
+                });
+                let change = &batch.changes[idx];
+                let state = states.get(&(change.dam, change.asset_id.clone()));
+                match outcome {
+                    MapOutcome::Skipped { .. } => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                    MapOutcome::Invalid { family, reason } => {
+                        let fate = match unavailable.get(&family) {
+                            Some(why) => Fate::Retry(why.clone()),
+                            None => Fate::Dead(reason),
+                        };
+                        batch.settle(idx, fate);
+                    }
+                    MapOutcome::Mapped(mapped) => {
+                        if !mapped.uploads.is_empty() {
+                            // Downloading DAM files into Akeneo media files is not part of
+                            // this consumer yet: park the asset rather than write it partly.
+                            batch.settle(
+                                idx,
+                                Fate::Dead(format!(
+                                    "media_file attribute `{}` needs an upload, which this \
+                                     consumer does not perform",
+                                    mapped.uploads[0].attribute
+                                )),
+                            );
+                        } else if state.is_some_and(|s| {
+                            s.content_hash == mapped.content_hash
+                                && s.family == mapped.family
+                                && s.pim_code == mapped.code
+                        }) {
+                            unchanged.push(Pending { idx, asset, mapped });
+                        } else {
+                            upserts.push(Pending { idx, asset, mapped });
+                        }
+                    }
+                }
+            }
+        }
+
+        self.record_all(&mut batch, unchanged, Done::Unchanged)
+            .await;
+        let upserts = self.create_missing_options(&mut batch, upserts).await;
+        let mut by_family: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for p in upserts {
+            by_family
+                .entry(p.mapped.family.clone())
+                .or_default()
+                .push(p);
+        }
+        for (family, items) in by_family {
+            self.upsert_family(&mut batch, &family, items).await;
+        }
+        for (idx, state) in gone {
+            self.apply_deletion(&mut batch, idx, &state).await;
+        }
+
+        self.finish(batch, poison, message_count).await
+    }
+
+    /// The current DAM state of every change: carried assets as they are, thin upserts
+    /// re-read from their DAM, deletions as `Gone`. `None` where the change is settled.
+    async fn read_dam(&self, batch: &mut Batch) -> Vec<Option<Fetched>> {
+        let mut current: Vec<Option<Fetched>> = vec![None; batch.changes.len()];
+        let mut thin: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        for (idx, change) in batch.changes.iter().enumerate() {
+            match (&change.event.kind, &change.event.asset) {
+                (ChangeKind::Delete, _) => {
+                    current[idx] = Some(Fetched::Gone(change.asset_id.clone()));
+                }
+                (ChangeKind::Upsert, Some(asset)) => {
+                    current[idx] = Some(Fetched::Found(asset.clone()));
+                }
+                (ChangeKind::Upsert, None) => thin.entry(change.dam).or_default().push(idx),
+            }
+        }
+        for (dam, indices) in thin {
+            let Some(source) = self.sources.get(&dam) else {
+                for idx in indices {
+                    batch.settle(
+                        idx,
+                        Fate::Dead(format!("no DAM source configured for {dam:?}")),
+                    );
+                }
+                continue;
+            };
+            for chunk in indices.chunks(self.settings.fetch_batch.max(1)) {
+                if batch.too_late() {
+                    for &idx in chunk {
+                        batch.settle(idx, Fate::Retry(TOO_LATE.into()));
+                    }
+                    continue;
+                }
+                let ids: Vec<String> = chunk
+                    .iter()
+                    .map(|&i| batch.changes[i].asset_id.clone())
+                    .collect();
+                let result = tokio::time::timeout_at(batch.cutoff, source.fetch(&ids)).await;
+                let fetched = match result {
+                    Ok(Ok(f)) if f.len() == ids.len() => f,
+                    Ok(Ok(f)) => {
+                        let why = format!("DAM answered {} results for {} ids", f.len(), ids.len());
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(why.clone()));
+                        }
+                        continue;
+                    }
+                    // An unreachable or refusing DAM is infrastructure: redeliver, and let
+                    // the queue's redrive policy bound the attempts.
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, ?dam, "DAM fetch failed.");
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(error.to_string()));
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(TOO_LATE.into()));
+                        }
+                        continue;
+                    }
+                };
+                for (&idx, item) in chunk.iter().zip(fetched) {
+                    // The DAM may lag behind its own webhook (eventual consistency): an older
+                    // read than the event announced is retried, not applied.
+                    let lagging = match (&item, batch.changes[idx].event.version) {
+                        (Fetched::Found(asset), Some(hint)) => asset.version < hint,
+                        _ => false,
+                    };
+                    if lagging {
+                        batch.settle(
+                            idx,
+                            Fate::Retry("DAM returned an older version than the event".into()),
+                        );
+                        continue;
+                    }
+                    current[idx] = Some(item);
+                }
+            }
+        }
+        current
+    }
+
+    async fn load_states(&self, batch: &mut Batch) -> HashMap<(DamKind, String), AssetState> {
+        let mut by_dam: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        for idx in 0..batch.changes.len() {
+            if batch.open(idx) {
+                by_dam.entry(batch.changes[idx].dam).or_default().push(idx);
+            }
+        }
+        let mut states = HashMap::new();
+        for (dam, indices) in by_dam {
+            let ids: Vec<String> = indices
+                .iter()
+                .map(|&i| batch.changes[i].asset_id.clone())
+                .collect();
+            match self.store.get_many(dam, &ids).await {
+                Ok(found) => {
+                    states.extend(found.into_iter().map(|(id, s)| ((dam, id), s)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?dam, "State read failed.");
+                    for idx in indices {
+                        batch.settle(idx, Fate::Retry(error.to_string()));
+                    }
+                }
+            }
+        }
+        states
+    }
+
+    /// Structures of every family the mapping routes to (cached by the PIM adapter), and why
+    /// the ones that could not be read are missing.
+    async fn load_structures(
+        &self,
+        batch: &Batch,
+    ) -> (
+        HashMap<String, Arc<FamilyStructure>>,
+        HashMap<String, String>,
+    ) {
+        let mut structures = HashMap::new();
+        let mut unavailable = HashMap::new();
+        for family in self.mapping.families() {
+            // Bounded by the cutoff: a cached structure is still served, but no PIM read
+            // starts in the safety margin.
+            match self.pim.structure(family, batch.cutoff).await {
+                Ok(Some(s)) => {
+                    structures.insert(family.to_string(), s);
+                }
+                // Unknown to the PIM: mapping reports such assets Invalid, which is right.
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, family, "Structure read failed.");
+                    if error.is_retriable() {
+                        unavailable.insert(family.to_string(), error.to_string());
+                    }
+                }
+            }
+        }
+        (structures, unavailable)
+    }
+
+    /// Creates the options the mapped assets use and the PIM lacks; assets whose options
+    /// could not be created are settled and dropped.
+    async fn create_missing_options(
+        &self,
+        batch: &mut Batch,
+        upserts: Vec<Pending>,
+    ) -> Vec<Pending> {
+        let mut wanted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for p in &upserts {
+            for (attribute, code) in &p.mapped.missing_options {
+                wanted
+                    .entry((p.mapped.family.clone(), attribute.clone()))
+                    .or_default()
+                    .push(code.clone());
+            }
+        }
+        let mut failed: HashMap<(String, String), Fate> = HashMap::new();
+        for ((family, attribute), codes) in wanted {
+            let fate = if batch.too_late() {
+                Some(Fate::Retry(TOO_LATE.into()))
+            } else {
+                self.pim
+                    .create_options(&family, &attribute, &codes, batch.deadline)
+                    .await
+                    .err()
+                    .map(|e| pim_fate(&e))
+            };
+            if let Some(fate) = fate {
+                failed.insert((family, attribute), fate);
+            }
+        }
+        let mut kept = Vec::with_capacity(upserts.len());
+        for p in upserts {
+            let fate = p
+                .mapped
+                .missing_options
+                .iter()
+                .find_map(|(a, _)| failed.get(&(p.mapped.family.clone(), a.clone())));
+            match fate {
+                Some(fate) => batch.settle(p.idx, fate.clone()),
+                None => kept.push(p),
+            }
+        }
+        kept
+    }
+
+    /// Bulk upsert of one family's assets, with one structure refresh and retry for items the
+    /// PIM refused over an attribute or option it does not know (our cached structure was
+    /// stale).
+    async fn upsert_family(&self, batch: &mut Batch, family: &str, items: Vec<Pending>) {
+        let mut items = items;
+        let mut refreshed = false;
+        while !items.is_empty() {
+            if batch.too_late() {
+                for p in items {
+                    batch.settle(p.idx, Fate::Retry(TOO_LATE.into()));
+                }
+                return;
+            }
+            let assets: Vec<_> = items.iter().map(|p| p.mapped.asset.clone()).collect();
+            let outcomes = self.pim.upsert(family, &assets, batch.deadline).await;
+            let mut written = Vec::new();
+            let mut stale_structure = Vec::new();
+            for (p, outcome) in items.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => written.push(p),
+                    Err(f) if f.unknown_structure && !refreshed => stale_structure.push(p),
+                    Err(f) => batch.settle(p.idx, item_fate(&f)),
+                }
+            }
+            self.record_all(batch, written, Done::Synced).await;
+            if stale_structure.is_empty() {
+                return;
+            }
+            refreshed = true;
+            items = self.remap(batch, family, stale_structure).await;
+        }
+    }
+
+    /// Re-reads a family's structure from the PIM and maps the assets again against it.
+    async fn remap(&self, batch: &mut Batch, family: &str, items: Vec<Pending>) -> Vec<Pending> {
+        self.pim.forget_structure(family).await;
+        let structure = if batch.too_late() {
+            Err(Fate::Retry(TOO_LATE.into()))
+        } else {
+            match self.pim.structure(family, batch.deadline).await {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err(Fate::Dead(format!(
+                    "asset family `{family}` no longer exists"
+                ))),
+                Err(e) => Err(pim_fate(&e)),
+            }
+        };
+        let structure = match structure {
+            Ok(s) => s,
+            Err(fate) => {
+                for p in items {
+                    batch.settle(p.idx, fate.clone());
+                }
+                return Vec::new();
+            }
+        };
+        let mut again = Vec::new();
+        for p in items {
+            let outcome = self.mapping.map_asset(&p.asset.id, &p.asset.fields, |f| {
+                (f == family).then_some(structure.as_ref())
+            });
+            match outcome {
+                MapOutcome::Mapped(mapped) if mapped.family == family => again.push(Pending {
+                    idx: p.idx,
+                    asset: p.asset,
+                    mapped,
+                }),
+                MapOutcome::Mapped(_) => {
+                    batch.settle(p.idx, Fate::Retry("asset changed family on remap".into()));
+                }
+                MapOutcome::Skipped { .. } => batch.settle(p.idx, Fate::Done(Done::Unmapped)),
+                MapOutcome::Invalid { reason, .. } => batch.settle(p.idx, Fate::Dead(reason)),
+            }
+        }
+        self.create_missing_options(batch, again).await
+    }
+
+    /// Records the applied versions. `Stale` is fine: a newer version is already stored. A
+    /// failed write retries the message: the PIM write is idempotent.
+    async fn record_all(&self, batch: &mut Batch, items: Vec<Pending>, done: Done) {
+        let results: Vec<(usize, Fate)> = futures::stream::iter(items)
+            .map(|p| async move {
+                let state = applied_state(&p.asset, &p.mapped);
+                let fate = match self.store.record_applied(&state).await {
+                    Ok(_) => Fate::Done(done),
+                    Err(error) => Fate::Retry(error.to_string()),
+                };
+                (p.idx, fate)
+            })
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
+            .collect()
+            .await;
+        for (idx, fate) in results {
+            batch.settle(idx, fate);
+        }
+    }
+
+    /// Applies the family's delete policy to an asset the DAM no longer has, then forgets its
+    /// state (a later re-creation in the DAM is then written in full).
+    async fn apply_deletion(&self, batch: &mut Batch, idx: usize, state: &AssetState) {
+        let policy = self.mapping.delete_policy(&state.family);
+        let pim_result = match policy {
+            DeletePolicy::Ignore => Ok(()),
+            _ if batch.too_late() => Err(Fate::Retry(TOO_LATE.into())),
+            DeletePolicy::Delete => self
+                .pim
+                .delete(&state.family, &state.pim_code, batch.deadline)
+                .await
+                .map_err(|e| pim_fate(&e)),
+            DeletePolicy::Clear(_) => {
+                match self.mapping.clear_values(&state.family, &state.pim_code) {
+                    None => Ok(()),
+                    Some(asset) => {
+                        let outcome = self
+                            .pim
+                            .upsert(&state.family, &[asset], batch.deadline)
+                            .await
+                            .into_iter()
+                            .next();
+                        match outcome {
+                            Some(Ok(_)) => Ok(()),
+                            Some(Err(f)) => Err(item_fate(&f)),
+                            None => Err(Fate::Retry("the PIM gave no outcome".into())),
+                        }
+                    }
+                }
+            }
+        };
+        let fate = match pim_result {
+            Err(fate) => fate,
+            Ok(()) => match self.store.delete(state.dam, &state.asset_id).await {
+                Ok(()) => Fate::Done(Done::Deleted),
+                Err(error) => Fate::Retry(error.to_string()),
+            },
+        };
+        batch.settle(idx, fate);
+    }
+
+    /// Sends dead letters and builds the outcome. A dead letter that cannot be sent is
+    /// retried instead, so no message is acknowledged without being handled.
+    async fn finish(&self, batch: Batch, poison: Vec<Poison>, messages: u64) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let report = &mut outcome.report;
+        report.messages = messages;
+        report.assets = batch.changes.len() as u64;
+        let mut letters: Vec<Letter> = Vec::new();
+        for p in poison {
+            report.poison += 1;
+            letters.push(Letter {
+                source_id: p.message.id.clone(),
+                message_ids: vec![p.message.id],
+                body: p.message.body,
+                reason: p.reason,
+            });
+        }
+        for (change, fate) in batch.changes.into_iter().zip(batch.fates) {
+            let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
+            match fate {
+                Fate::Done(done) => match done {
+                    Done::Synced => report.synced += 1,
+                    Done::Unchanged => report.skipped_unchanged += 1,
+                    Done::Unmapped => report.skipped_unmapped += 1,
+                    Done::Stale => report.stale += 1,
+                    Done::Deleted => report.deleted += 1,
+                },
+                Fate::Retry(reason) => {
+                    report.failed += 1;
+                    tracing::warn!(asset = %change.asset_id, %reason, "Left for redelivery.");
+                    outcome.retry.extend(change.message_ids);
+                }
+                Fate::Dead(reason) => {
+                    report.failed += 1;
+                    tracing::warn!(asset = %change.asset_id, %reason, "Dead-lettering.");
+                    letters.push(Letter {
+                        source_id: change.source_id,
+                        message_ids: change.message_ids,
+                        body: change.body,
+                        reason,
+                    });
+                }
+            }
+        }
+        let sent: Vec<(Letter, bool)> = futures::stream::iter(letters)
+            .map(|letter| async move {
+                let result = self
+                    .dead_letters
+                    .send(&letter.source_id, &letter.body, &letter.reason)
+                    .await;
+                if let Err(error) = &result {
+                    tracing::error!(%error, id = %letter.source_id, "Dead letter not sent.");
+                }
+                (letter, result.is_ok())
+            })
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
+            .collect()
+            .await;
+        for (letter, ok) in sent {
+            if ok {
+                let reason = letter.reason;
+                outcome.dead_lettered.extend(
+                    letter
+                        .message_ids
+                        .into_iter()
+                        .map(|id| (id, reason.clone())),
+                );
+            } else {
+                outcome.retry.extend(letter.message_ids);
+            }
+        }
+        outcome
+    }
+}
+
+/// A dead letter to send: one per poison message or per dead asset.
+struct Letter {
+    source_id: String,
+    message_ids: Vec<String>,
+    body: String,
+    reason: String,
+}
+
+fn applied_state(asset: &DamAsset, mapped: &MappedAsset) -> AssetState {
+    AssetState {
+        dam: asset.dam,
+        asset_id: asset.id.clone(),
+        applied_version: asset.version,
+        content_hash: mapped.content_hash.clone(),
+        family: mapped.family.clone(),
+        pim_code: mapped.code.clone(),
+        updated_at_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! Unit tests of the pure steps and of the pipeline over in-memory ports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::*;
+use crate::akeneo::{AkeneoError, Asset, FamilyStructure, ItemFailure, ItemOutcome, Written};
+use crate::dam::{
+    AssetSource, ChangeEvent, ChangeKind, DamAsset, DamError, DamKind, Fetched, Page, PageToken,
+    Version,
+};
+use crate::queue::dlq::MemoryDeadLetters;
+use crate::store::{AssetStateStore, MemoryStore};
+
+const MAPPING: &str = r#"
+[settings]
+create_missing_options = false
+code = "{{id}}"
+
+[[route]]
+family = "packshot"
+when = [ { field = "fields.kind", equals = "packshot" } ]
+on_delete = "delete"
+
+[route.values.product_ref]
+field = "fields.sku"
+
+[route.values.main_colors]
+field = "fields.colors"
+"#;
+
+fn structure() -> FamilyStructure {
+    serde_json::from_value(json!({
+        "family": { "code": "packshot" },
+        "attributes": [
+            { "code": "product_ref", "type": "text" },
+            { "code": "main_colors", "type": "multiple_options" }
+        ],
+        "options": { "main_colors": [ { "code": "red" }, { "code": "blue" } ] }
+    }))
+    .unwrap()
+}
+
+fn v(ms: i64) -> Version {
+    Version {
+        modified_at_ms: ms,
+        seq: 0,
+    }
+}
+
+fn dam_asset(id: &str, version: i64, sku: &str) -> DamAsset {
+    DamAsset {
+        dam: DamKind::Generic,
+        id: id.into(),
+        version: v(version),
+        fields: json!({ "id": id, "fields": { "kind": "packshot", "sku": sku, "colors": ["red"] } }),
+    }
+}
+
+fn thin(id: &str, version: i64) -> ChangeEvent {
+    ChangeEvent {
+        dam: DamKind::Generic,
+        asset_id: id.into(),
+        kind: ChangeKind::Upsert,
+        version: Some(v(version)),
+        asset: None,
+        dedupe_key: format!("{id}:{version}"),
+        received_at_ms: 1,
+    }
+}
+
+fn message(n: usize, event: &ChangeEvent) -> InboundMessage {
+    InboundMessage {
+        id: format!("m{n}"),
+        body: serde_json::to_string(event).unwrap(),
+    }
+}
+
+// ---- pure steps ----
+
+#[test]
+fn decode_refuses_garbage_empty_ids_and_contradictions() {
+    assert!(decode(&serde_json::to_string(&thin("a", 1)).unwrap()).is_ok());
+    assert!(decode("not json").unwrap_err().contains("undecodable"));
+    assert!(decode(&serde_json::to_string(&thin(" ", 1)).unwrap()).is_err());
+    let mut wrong = thin("a", 1);
+    wrong.asset = Some(dam_asset("b", 1, "AB-1"));
+    assert!(decode(&serde_json::to_string(&wrong).unwrap()).is_err());
+}
+
+#[test]
+fn coalesce_keeps_the_newest_event_and_every_message_id() {
+    let messages = vec![
+        message(0, &thin("a", 1)),
+        message(1, &thin("a", 3)),
+        InboundMessage {
+            id: "junk".into(),
+            body: "{".into(),
+        },
+        message(2, &thin("b", 1)),
+        message(3, &thin("a", 2)),
+    ];
+    let (changes, poison) = coalesce(messages.clone());
+    assert_eq!(poison.len(), 1);
+    assert_eq!(poison[0].message.id, "junk");
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].asset_id, "a");
+    assert_eq!(changes[0].event.version, Some(v(3)));
+    assert_eq!(changes[0].message_ids, ["m0", "m1", "m3"]);
+    assert_eq!(changes[0].body, messages[1].body);
+    assert_eq!(changes[0].source_id, "m1");
+    assert_eq!(changes[1].message_ids, ["m2"]);
+}
+
+#[test]
+fn coalesce_prefers_a_full_asset_at_equal_version() {
+    let mut full = thin("a", 2);
+    full.asset = Some(dam_asset("a", 2, "AB-1"));
+    let (changes, _) = coalesce(vec![message(0, &full), message(1, &thin("a", 2))]);
+    assert!(changes[0].event.asset.is_some());
+}
+
+#[test]
+fn guard_applies_only_strictly_newer_versions() {
+    let state = AssetState {
+        dam: DamKind::Generic,
+        asset_id: "a".into(),
+        applied_version: v(5),
+        content_hash: "h".into(),
+        family: "packshot".into(),
+        pim_code: "a".into(),
+        updated_at_ms: 0,
+    };
+    assert!(is_newer(v(1), None));
+    assert!(!is_newer(v(5), Some(&state)));
+    assert!(!is_newer(v(4), Some(&state)));
+    assert!(is_newer(v(6), Some(&state)));
+}
+
+// ---- pipeline over fakes ----
+
+#[derive(Default)]
+struct FakeDam {
+    assets: Mutex<HashMap<String, DamAsset>>,
+    down: Mutex<bool>,
+    fetches: Mutex<usize>,
+}
+
+#[async_trait]
+impl AssetSource for FakeDam {
+    fn dam(&self) -> DamKind {
+        DamKind::Generic
+    }
+
+    async fn fetch(&self, ids: &[String]) -> Result<Vec<Fetched>, DamError> {
+        *self.fetches.lock().unwrap() += 1;
+        if *self.down.lock().unwrap() {
+            return Err(DamError::Transient("503".into()));
+        }
+        let assets = self.assets.lock().unwrap();
+        Ok(ids
+            .iter()
+            .map(|id| match assets.get(id) {
+                Some(a) => Fetched::Found(a.clone()),
+                None => Fetched::Gone(id.clone()),
+            })
+            .collect())
+    }
+
+    fn list_changed(
+        &self,
+        _since: Option<SystemTime>,
+        _resume: Option<PageToken>,
+        _page_size: usize,
+    ) -> BoxStream<'_, Result<Page, DamError>> {
+        Box::pin(futures::stream::empty())
+    }
+}
+
+#[derive(Default)]
+struct FakePim {
+    /// Codes the PIM answers 422 for.
+    refuse: Mutex<Vec<String>>,
+    upserts: Mutex<Vec<Vec<Asset>>>,
+    deletes: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl PimWriter for FakePim {
+    async fn structure(
+        &self,
+        _family: &str,
+        _deadline: Instant,
+    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
+        Ok(Some(Arc::new(structure())))
+    }
+
+    async fn forget_structure(&self, _family: &str) {}
+
+    async fn create_options(
+        &self,
+        _family: &str,
+        _attribute: &str,
+        _codes: &[String],
+        _deadline: Instant,
+    ) -> Result<(), AkeneoError> {
+        Ok(())
+    }
+
+    async fn upsert(&self, _family: &str, assets: &[Asset], _: Instant) -> Vec<ItemOutcome> {
+        self.upserts.lock().unwrap().push(assets.to_vec());
+        let refuse = self.refuse.lock().unwrap();
+        assets
+            .iter()
+            .map(|a| {
+                if refuse.contains(&a.code) {
+                    Err(ItemFailure {
+                        status: Some(422),
+                        message: "Property \"product_ref\" is invalid".into(),
+                        errors: vec![],
+                        retriable: false,
+                        unknown_structure: false,
+                    })
+                } else {
+                    Ok(Written::Created)
+                }
+            })
+            .collect()
+    }
+
+    async fn delete(&self, _family: &str, code: &str, _: Instant) -> Result<(), AkeneoError> {
+        self.deletes.lock().unwrap().push(code.into());
+        Ok(())
+    }
+}
+
+struct Harness {
+    dam: Arc<FakeDam>,
+    pim: Arc<FakePim>,
+    store: Arc<MemoryStore>,
+    dlq: Arc<MemoryDeadLetters>,
+    consumer: Consumer,
+}
+
+fn harness() -> Harness {
+    let dam = Arc::new(FakeDam::default());
+    let pim = Arc::new(FakePim::default());
+    let store = Arc::new(MemoryStore::new());
+    let dlq = Arc::new(MemoryDeadLetters::new());
+    let mapping = Arc::new(Mapping::from_toml_str(MAPPING, "test").unwrap());
+    let consumer =
+        Consumer::new(store.clone(), mapping, pim.clone(), dlq.clone()).with_source(dam.clone());
+    Harness {
+        dam,
+        pim,
+        store,
+        dlq,
+        consumer,
+    }
+}
+
+impl Harness {
+    fn put(&self, asset: DamAsset) {
+        self.dam
+            .assets
+            .lock()
+            .unwrap()
+            .insert(asset.id.clone(), asset);
+    }
+
+    fn upsert_calls(&self) -> usize {
+        self.pim.upserts.lock().unwrap().len()
+    }
+}
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+#[tokio::test]
+async fn duplicates_apply_once_and_a_redelivery_costs_no_pim_call() {
+    let h = harness();
+    h.put(dam_asset("a", 2, "AB-1"));
+    let batch = vec![
+        message(0, &thin("a", 2)),
+        message(1, &thin("a", 2)),
+        message(2, &thin("a", 1)),
+    ];
+    let out = h.consumer.process(batch.clone(), later()).await;
+    assert!(out.retry.is_empty(), "{out:?}");
+    assert_eq!(out.report.synced, 1);
+    assert_eq!(h.upsert_calls(), 1);
+    assert_eq!(h.pim.upserts.lock().unwrap()[0].len(), 1);
+
+    let again = h.consumer.process(batch, later()).await;
+    assert_eq!(again.report.stale, 1);
+    assert_eq!(h.upsert_calls(), 1, "a redelivery must not reach the PIM");
+}
+
+#[tokio::test]
+async fn a_newer_version_with_the_same_content_records_the_version_only() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    h.put(dam_asset("a", 2, "AB-1"));
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.report.skipped_unchanged, 1);
+    assert_eq!(h.upsert_calls(), 1);
+    let states = h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(states["a"].applied_version, v(2));
+}
+
+#[tokio::test]
+async fn a_refused_item_is_dead_lettered_alone_with_the_pim_reason() {
+    let h = harness();
+    h.put(dam_asset("good", 1, "AB-1"));
+    h.put(dam_asset("bad", 1, "AB-2"));
+    h.pim.refuse.lock().unwrap().push("bad".into());
+    let out = h
+        .consumer
+        .process(
+            vec![message(0, &thin("good", 1)), message(1, &thin("bad", 1))],
+            later(),
+        )
+        .await;
+    assert!(out.retry.is_empty());
+    assert_eq!(out.report.synced, 1);
+    assert_eq!(out.dead_lettered.len(), 1);
+    assert_eq!(out.dead_lettered[0].0, "m1");
+    let letters = h.dlq.letters();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].reason.contains("product_ref"), "{letters:?}");
+    assert_eq!(letters[0].body, message(1, &thin("bad", 1)).body);
+}
+
+#[tokio::test]
+async fn poison_is_dead_lettered_and_the_rest_proceeds() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    let poison = InboundMessage {
+        id: "p".into(),
+        body: "{\"dam\":\"nope\"}".into(),
+    };
+    let out = h
+        .consumer
+        .process(vec![poison, message(0, &thin("a", 1))], later())
+        .await;
+    assert!(out.retry.is_empty());
+    assert_eq!(out.report.poison, 1);
+    assert_eq!(out.report.synced, 1);
+    assert_eq!(out.dead_lettered[0].0, "p");
+}
+
+#[tokio::test]
+async fn a_failed_dead_letter_send_is_retried_instead() {
+    let h = harness();
+    h.dlq.set_failure(Some("throttled"));
+    let poison = InboundMessage {
+        id: "p".into(),
+        body: "[]".into(),
+    };
+    let out = h.consumer.process(vec![poison], later()).await;
+    assert_eq!(out.retry, ["p"]);
+    assert!(out.dead_lettered.is_empty());
+}
+
+#[tokio::test]
+async fn a_dam_outage_retries_the_messages_it_touches() {
+    let h = harness();
+    *h.dam.down.lock().unwrap() = true;
+    let mut full = thin("b", 1);
+    full.asset = Some(dam_asset("b", 1, "AB-2"));
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 1)), message(1, &full)], later())
+        .await;
+    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(out.report.synced, 1, "the full event needs no DAM read");
+}
+
+#[tokio::test]
+async fn an_expired_deadline_starts_no_call_and_retries_everything() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    let out = h
+        .consumer
+        .process(
+            vec![message(0, &thin("a", 1))],
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(*h.dam.fetches.lock().unwrap(), 0);
+    assert_eq!(h.upsert_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_dam_deletion_deletes_the_pim_asset_and_forgets_the_state() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["a"]);
+    let states = h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string()])
+        .await
+        .unwrap();
+    assert!(states.is_empty());
+}
+
+#[tokio::test]
+async fn unmapped_assets_are_skipped_not_failed() {
+    let h = harness();
+    let mut other = dam_asset("x", 1, "AB-1");
+    other.fields = json!({ "id": "x", "fields": { "kind": "video" } });
+    h.put(other);
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("x", 1))], later())
+        .await;
+    assert_eq!(out.report.skipped_unmapped, 1);
+    assert_eq!(out.report.failed, 0);
+    assert!(out.retry.is_empty() && out.dead_lettered.is_empty());
+}
+
+#[tokio::test]
+async fn a_lagging_dam_read_is_retried_not_applied() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(h.upsert_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_old_delete_event_does_not_delete_a_newer_asset() {
+    let h = harness();
+    h.put(dam_asset("a", 5, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 5))], later())
+        .await;
+    let delete = ChangeEvent {
+        kind: ChangeKind::Delete,
+        ..thin("a", 3)
+    };
+    let out = h.consumer.process(vec![message(1, &delete)], later()).await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert!(h.pim.deletes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_clear_policy_patches_nulls_and_keeps_the_pim_asset() {
+    let dam = Arc::new(FakeDam::default());
+    let pim = Arc::new(FakePim::default());
+    let mapping = MAPPING.replace(
+        "on_delete = \"delete\"",
+        "on_delete = { clear = [\"product_ref\"] }",
+    );
+    let consumer = Consumer::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(Mapping::from_toml_str(&mapping, "test").unwrap()),
+        pim.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(dam.clone());
+    dam.assets
+        .lock()
+        .unwrap()
+        .insert("a".into(), dam_asset("a", 1, "AB-1"));
+    consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    let delete = ChangeEvent {
+        kind: ChangeKind::Delete,
+        ..thin("a", 2)
+    };
+    let out = consumer.process(vec![message(1, &delete)], later()).await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert!(pim.deletes.lock().unwrap().is_empty());
+    let upserts = pim.upserts.lock().unwrap();
+    let cleared = &upserts.last().unwrap()[0];
+    assert_eq!(cleared.code, "a");
+    assert_eq!(
+        cleared.values["product_ref"][0].data,
+        serde_json::Value::Null
+    );
+    assert!(!cleared.values.contains_key("main_colors"));
+}

@@ -1,0 +1,470 @@
+//! The consumer pipeline end to end: the real Akeneo client against akeneo-sim, the generic
+//! DAM client against dam-sim, state in DynamoDB and dead letters in SQS (both on moto at
+//! `AWS_ENDPOINT_URL`; these tests fail, never skip, without it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::config::{Credentials, Region};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use dam_sim::{DamSim, DamSimConfig, DamSimHandle};
+use dam_sync_tests::{
+    BULK_PATCH, CONSUMER_MAPPING, akeneo_caps, consumer_fields, pim_config, start_pim,
+};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use shared::akeneo::{AkeneoClient, Limits, StructureStore};
+use shared::consumer::{BatchOutcome, Consumer, ConsumerSettings, InboundMessage};
+use shared::dam::generic::api::{GenericApi, GenericApiSettings};
+use shared::dam::{AssetSource, ChangeEvent, ChangeKind, DamAsset, DamKind, Fetched};
+use shared::mapping::Mapping;
+use shared::queue::dlq::{ATTR_REASON, SqsDeadLetters};
+use shared::store::AssetStateStore;
+use shared::store::dynamodb::{DynamoStore, DynamoStructureStore, create_table};
+use tokio::time::Instant;
+use url::Url;
+
+const GET_FAMILY: &str = "GET /api/rest/v1/asset-families/{family}";
+
+async fn moto_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !endpoint.is_empty(),
+        "AWS_ENDPOINT_URL is not set: these tests need a moto server \
+         (moto_server -H 127.0.0.1 -p 5058, then AWS_ENDPOINT_URL=http://127.0.0.1:5058)"
+    );
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(
+            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        ))
+        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
+struct World {
+    pim: akeneo_sim::SimHandle,
+    dam: DamSimHandle,
+    source: Arc<GenericApi>,
+    store: Arc<DynamoStore>,
+    structures: Arc<DynamoStructureStore>,
+    sqs: aws_sdk_sqs::Client,
+    dlq_url: String,
+    consumer: Consumer,
+}
+
+async fn world(settings: ConsumerSettings) -> World {
+    let aws = moto_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let table = unique("consumer-state");
+    create_table(&dynamo, &table).await.expect("create table");
+    let store = Arc::new(DynamoStore::new(dynamo, table));
+    let structures = Arc::new(DynamoStructureStore::new(&store, Duration::from_secs(600)));
+
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(unique("consumer-dlq"))
+        .send()
+        .await
+        .expect("create DLQ")
+        .queue_url
+        .expect("queue url");
+
+    let pim = start_pim(akeneo_caps()).await;
+    let client =
+        AkeneoClient::with_structure_store(pim_config(&pim, Limits::default()), structures.clone())
+            .expect("client");
+    let dam = DamSim::start(DamSimConfig::default())
+        .await
+        .expect("dam-sim");
+    let source = Arc::new(
+        GenericApi::new(GenericApiSettings::new(
+            Url::parse(&dam.generic_base_url()).unwrap(),
+            SecretString::from(dam.config().generic_token.clone()),
+        ))
+        .expect("generic client"),
+    );
+    let mapping =
+        Arc::new(Mapping::from_toml_str(CONSUMER_MAPPING, "consumer test").expect("mapping"));
+    let consumer = Consumer::new(
+        store.clone(),
+        mapping,
+        Arc::new(client),
+        Arc::new(SqsDeadLetters::new(sqs.clone(), dlq_url.clone())),
+    )
+    .with_source(source.clone())
+    .with_settings(settings);
+    World {
+        pim,
+        dam,
+        source,
+        store,
+        structures,
+        sqs,
+        dlq_url,
+        consumer,
+    }
+}
+
+fn fields(n: usize, title: &str) -> Value {
+    consumer_fields(n, title)
+}
+
+fn id(n: usize) -> String {
+    format!("asset_{n}")
+}
+
+fn thin(asset_id: &str) -> ChangeEvent {
+    ChangeEvent {
+        dam: DamKind::Generic,
+        asset_id: asset_id.into(),
+        kind: ChangeKind::Upsert,
+        version: None,
+        asset: None,
+        dedupe_key: unique(asset_id),
+        received_at_ms: 0,
+    }
+}
+
+fn full(asset: DamAsset) -> ChangeEvent {
+    ChangeEvent {
+        version: Some(asset.version),
+        asset_id: asset.id.clone(),
+        asset: Some(asset),
+        ..thin("x")
+    }
+}
+
+fn messages(events: &[ChangeEvent]) -> Vec<InboundMessage> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| InboundMessage {
+            id: format!("msg-{i}"),
+            body: serde_json::to_string(e).unwrap(),
+        })
+        .collect()
+}
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+impl World {
+    async fn run(&self, events: &[ChangeEvent]) -> BatchOutcome {
+        self.consumer.process(messages(events), later()).await
+    }
+
+    fn patches(&self) -> u64 {
+        self.pim.stats().calls_to(BULK_PATCH)
+    }
+
+    async fn current(&self, asset_id: &str) -> DamAsset {
+        match self
+            .source
+            .fetch(&[asset_id.to_string()])
+            .await
+            .unwrap()
+            .remove(0)
+        {
+            Fetched::Found(a) => a,
+            Fetched::Gone(id) => panic!("{id} is gone"),
+        }
+    }
+
+    /// Every message in the DLQ: (body, reason attribute).
+    async fn dead_letters(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return out;
+            }
+            for m in batch {
+                let reason = m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(ATTR_REASON))
+                    .and_then(|v| v.string_value.clone())
+                    .unwrap_or_default();
+                out.push((m.body.unwrap_or_default(), reason));
+            }
+        }
+    }
+
+    fn pim_asset(&self, code: &str) -> Option<Value> {
+        self.pim.asset("packshot", code)
+    }
+}
+
+fn alt_text(asset: &Value) -> String {
+    asset["values"]["alt_text"][0]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn duplicates_apply_once_and_redeliveries_cost_no_patch() {
+    let w = world(ConsumerSettings::default()).await;
+    for n in 0..3 {
+        w.dam.upsert(&id(n), fields(n, "First"));
+    }
+    let events: Vec<ChangeEvent> = (0..6).map(|i| thin(&id(i % 3))).collect();
+    let out = w.run(&events).await;
+    assert!(
+        out.retry.is_empty() && out.dead_lettered.is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(out.report.synced, 3);
+    assert_eq!(w.patches(), 1, "6 messages about 3 assets: one bulk PATCH");
+    assert_eq!(w.pim.assets("packshot").len(), 3);
+
+    // SQS redelivers the same batch: nothing changed, so the PIM is not called.
+    let again = w.run(&events).await;
+    assert_eq!(again.report.stale, 3, "{again:?}");
+    assert_eq!(w.patches(), 1);
+
+    // The DAM bumps versions without changing content: versions recorded, no PATCH.
+    for n in 0..3 {
+        w.dam.upsert(&id(n), fields(n, "First"));
+    }
+    let bumped = w.run(&events).await;
+    assert_eq!(bumped.report.skipped_unchanged, 3, "{bumped:?}");
+    assert_eq!(w.patches(), 1);
+    let states = w.store.get_many(DamKind::Generic, &[id(0)]).await.unwrap();
+    assert_eq!(
+        states[&id(0)].applied_version,
+        w.current(&id(0)).await.version
+    );
+}
+
+#[tokio::test]
+async fn v2_before_v1_leaves_v2() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Version one"));
+    let v1 = w.current(&id(1)).await;
+    w.dam.upsert(&id(1), fields(1, "Version two"));
+    let v2 = w.current(&id(1)).await;
+    assert!(v2.version > v1.version);
+
+    let first = w.run(&[full(v2.clone())]).await;
+    assert_eq!(first.report.synced, 1, "{first:?}");
+    let late = w.run(&[full(v1)]).await;
+    assert_eq!(late.report.stale, 1, "{late:?}");
+    assert_eq!(w.patches(), 1);
+    assert_eq!(alt_text(&w.pim_asset(&id(1)).unwrap()), "Version two");
+    let states = w.store.get_many(DamKind::Generic, &[id(1)]).await.unwrap();
+    assert_eq!(states[&id(1)].applied_version, v2.version);
+}
+
+#[tokio::test]
+async fn poison_and_a_refused_item_go_to_the_dlq_without_blocking_the_batch() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Fine"));
+    let mut bad = fields(2, "Bad reference");
+    bad["sku"] = json!("not a reference");
+    w.dam.upsert(&id(2), bad);
+
+    let mut batch = messages(&[thin(&id(1)), thin(&id(2))]);
+    batch.push(InboundMessage {
+        id: "poison".into(),
+        body: "{\"dam\":\"generic\",\"truncated".into(),
+    });
+    let out = w.consumer.process(batch.clone(), later()).await;
+    assert!(out.retry.is_empty(), "{out:?}");
+    assert_eq!(out.report.synced, 1);
+    assert_eq!(out.report.poison, 1);
+    let ids: Vec<&str> = out
+        .dead_lettered
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"poison") && ids.contains(&"msg-1"), "{ids:?}");
+    assert!(w.pim_asset(&id(1)).is_some());
+    assert!(w.pim_asset(&id(2)).is_none());
+
+    let mut letters = w.dead_letters().await;
+    letters.sort();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let refused = letters
+        .iter()
+        .find(|(body, _)| *body == batch[1].body)
+        .expect("the refused asset's message, unchanged");
+    assert!(
+        refused.1.contains("product_ref"),
+        "the PIM's reason names the attribute: {}",
+        refused.1
+    );
+    let poison = letters
+        .iter()
+        .find(|(body, _)| *body == batch[2].body)
+        .expect("the poison message, unchanged");
+    assert!(poison.1.contains("undecodable"), "{}", poison.1);
+}
+
+#[tokio::test]
+async fn a_stale_structure_cache_costs_one_refetch() {
+    let w = world(ConsumerSettings::default()).await;
+    // Warm the cache, then make it claim an option the PIM does not have.
+    w.dam.upsert(&id(0), fields(0, "Warm-up"));
+    w.run(&[thin(&id(0))]).await;
+    let cached = w.structures.get("packshot").await.unwrap().expect("cached");
+    let mut stale = (*cached).clone();
+    stale
+        .options
+        .get_mut("main_colors")
+        .unwrap()
+        .push(serde_json::from_value(json!({ "code": "purple" })).unwrap());
+    w.structures.put(Arc::new(stale)).await.unwrap();
+    w.pim.reset_stats();
+
+    let mut purple = fields(1, "Purple");
+    purple["colors"] = json!(["purple"]);
+    w.dam.upsert(&id(1), purple);
+    w.dam.upsert(&id(2), fields(2, "Red"));
+    let out = w.run(&[thin(&id(1)), thin(&id(2))]).await;
+
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(
+        w.pim.stats().calls_to(GET_FAMILY),
+        1,
+        "one structure refetch"
+    );
+    // After the refresh the mapping knows `purple` is no option: a permanent failure.
+    assert_eq!(out.dead_lettered.len(), 1);
+    assert!(out.dead_lettered[0].1.contains("purple"), "{out:?}");
+    assert!(out.retry.is_empty());
+    let fresh = w
+        .structures
+        .get("packshot")
+        .await
+        .unwrap()
+        .expect("re-cached");
+    assert!(!fresh.has_option("main_colors", "purple"));
+}
+
+#[tokio::test]
+async fn a_deadline_near_its_end_reports_the_unsent_messages() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Unchanged"));
+    w.dam.upsert(&id(2), fields(2, "Before"));
+    let synced = w.run(&[thin(&id(1)), thin(&id(2))]).await;
+    assert_eq!(synced.report.synced, 2, "{synced:?}");
+    let patches = w.patches();
+
+    // Asset 1 gets a new version with the same content, asset 2 new content.
+    w.dam.upsert(&id(1), fields(1, "Unchanged"));
+    w.dam.upsert(&id(2), fields(2, "After"));
+    let one = w.current(&id(1)).await;
+    let two = w.current(&id(2)).await;
+    // 2 s left, less than the 3 s safety margin: no PIM call may start.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let out = w
+        .consumer
+        .process(messages(&[full(one.clone()), full(two)]), deadline)
+        .await;
+    assert_eq!(out.retry, ["msg-1"], "{out:?}");
+    assert_eq!(out.report.skipped_unchanged, 1, "needs no PIM call: done");
+    assert_eq!(w.patches(), patches);
+    assert_eq!(alt_text(&w.pim_asset(&id(2)).unwrap()), "Before");
+    assert!(w.dead_letters().await.is_empty());
+    let states = w.store.get_many(DamKind::Generic, &[id(1)]).await.unwrap();
+    assert_eq!(states[&id(1)].applied_version, one.version);
+}
+
+#[tokio::test]
+async fn n_changed_assets_of_one_family_cost_ceil_n_over_100_patches() {
+    let w = world(ConsumerSettings::default()).await;
+    let n = 250;
+    for i in 0..n {
+        w.dam.upsert(&id(i), fields(i, "Bulk"));
+    }
+    let events: Vec<ChangeEvent> = (0..n).map(|i| thin(&id(i))).collect();
+    let out = w.run(&events).await;
+    assert_eq!(out.report.synced, n as u64, "{:?}", out.report);
+    assert!(out.retry.is_empty() && out.dead_lettered.is_empty());
+    assert_eq!(w.patches(), n.div_ceil(100) as u64);
+    assert_eq!(w.pim.assets("packshot").len(), n);
+}
+
+#[tokio::test]
+async fn a_dam_deletion_deletes_the_pim_asset_and_its_state() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Doomed"));
+    w.run(&[thin(&id(1))]).await;
+    assert!(w.pim_asset(&id(1)).is_some());
+    assert!(w.dam.delete(&id(1)));
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert!(w.pim_asset(&id(1)).is_none());
+    let states = w.store.get_many(DamKind::Generic, &[id(1)]).await.unwrap();
+    assert!(states.is_empty());
+}
+
+fn sqs_event(records: &[(&str, &str)]) -> aws_lambda_events::event::sqs::SqsEvent {
+    // The shape Lambda delivers from an SQS event source mapping.
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id,
+                "receiptHandle": format!("handle-{id}"),
+                "body": body,
+                "attributes": { "ApproximateReceiveCount": "1" },
+                "messageAttributes": {},
+                "md5OfBody": "0",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:changes",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("SQS event")
+}
+
+#[tokio::test]
+async fn the_lambda_handler_answers_a_partial_batch_response() {
+    let w = world(ConsumerSettings::default()).await;
+    w.dam.upsert(&id(1), fields(1, "Via Lambda"));
+    let body = serde_json::to_string(&thin(&id(1))).unwrap();
+    let event = || sqs_event(&[("m-asset", &body), ("m-poison", "not json")]);
+
+    // Inside the safety margin: the asset waits for redelivery, the poison is parked.
+    let near = Instant::now() + Duration::from_secs(1);
+    let response = asset_consumer::handle(&w.consumer, event(), near).await;
+    let failures: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failures, ["m-asset"]);
+    assert_eq!(w.dead_letters().await.len(), 1);
+    assert!(w.pim_asset(&id(1)).is_none());
+
+    let response = asset_consumer::handle(&w.consumer, event(), later()).await;
+    let failures: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(alt_text(&w.pim_asset(&id(1)).unwrap()), "Via Lambda");
+}
