@@ -8,5 +8,6 @@ pub mod akeneo;
 pub mod dam;
 pub mod ingest;
 pub mod mapping;
+pub mod poller;
 pub mod queue;
 pub mod store;
