@@ -497,3 +497,29 @@ async fn a_backfill_crash_mid_page_resumes_after_the_last_enqueued_page() {
     assert_eq!(report.stop, StopReason::Complete);
     assert_eq!(rig.drained_ids(), ids(6..9));
 }
+
+#[tokio::test]
+async fn a_resume_point_the_dam_refuses_is_dropped_and_the_listing_restarts() {
+    let rig = Rig::new();
+    rig.source.put("a", T0 - 10 * MIN, 1);
+    // A resume point whose DAM token this adapter cannot read (written by another version).
+    let stale = Cursor {
+        position_ms: T0 - 30 * MIN,
+        page_token: Some(r#"{"cap_ms":0,"token":"not-a-memory-token"}"#.into()),
+        version: 0,
+    };
+    CursorStore::advance(&*rig.store, "reconcile", stale, None)
+        .await
+        .unwrap();
+    let poller = rig.poller(settings());
+    let err = poller.run(at(T0), far_deadline(T0)).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    let cursor = rig.cursor("reconcile").await.unwrap();
+    assert_eq!(cursor.page_token, None);
+    assert_eq!(cursor.position_ms, T0 - 30 * MIN, "the position is kept");
+
+    let report = poller.run(at(T0), far_deadline(T0)).await.unwrap();
+    assert_eq!(report.stop, StopReason::Complete);
+    assert!(!report.resumed);
+    assert_eq!(rig.drained_ids(), vec!["a".to_owned()]);
+}

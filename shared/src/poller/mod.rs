@@ -428,6 +428,18 @@ impl Poller {
                 report.stop = StopReason::CursorConflict;
             }
         }
+        // A resume point the DAM refuses outright (e.g. a token from an older adapter) would
+        // fail every later run: drop it so the next run restarts the listing. Re-reading is
+        // safe; the position is kept.
+        if let Some(PollError::Dam { source, .. }) = &failure
+            && !source.is_retriable()
+            && report.resumed
+            && !enqueued_any
+        {
+            tracing::warn!(cursor = %name, error = %source, "DAM refused the resume point; the next run restarts the listing.");
+            self.commit(name, &mut state, None, cap_ms, None, report)
+                .await?;
+        }
         report.resume_saved = state.resume.is_some();
         if report.stop == StopReason::CursorConflict {
             PollMetrics::bump(&self.metrics.cursor_conflicts, 1);
