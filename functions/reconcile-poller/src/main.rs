@@ -41,6 +41,18 @@ fn dam_source() -> Result<Arc<dyn AssetSource>, Error> {
     }
 }
 
+/// One invocation: the payload picks the mode, the run report is the answer.
+async fn handle(
+    poller: &Poller,
+    payload: &serde_json::Value,
+    now: SystemTime,
+    deadline: SystemTime,
+) -> Result<serde_json::Value, Error> {
+    let mode = Mode::from_event(payload)?;
+    let report = poller.run_mode(mode, now, deadline).await?;
+    Ok(serde_json::to_value(report)?)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
@@ -52,12 +64,92 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let poller = Arc::clone(&poller);
         async move {
-            let mode = Mode::from_event(&event.payload)?;
-            let now = SystemTime::now();
             let deadline = UNIX_EPOCH + Duration::from_millis(event.context.deadline);
-            let report = poller.run_mode(mode, now, deadline).await?;
-            Ok::<_, Error>(serde_json::to_value(report)?)
+            handle(&poller, &event.payload, SystemTime::now(), deadline).await
         }
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::poller::MemorySource;
+    use shared::queue::MemoryChangeQueue;
+    use shared::store::{CursorStore, MemoryStore};
+
+    use super::*;
+
+    fn rig() -> (Arc<MemorySource>, Arc<MemoryStore>, Poller) {
+        let source = Arc::new(MemorySource::default());
+        let store = Arc::new(MemoryStore::new());
+        let poller = Poller::new(
+            source.clone(),
+            Arc::new(MemoryChangeQueue::new()),
+            store.clone(),
+            store.clone(),
+            PollerSettings::default(),
+        );
+        (source, store, poller)
+    }
+
+    fn times() -> (SystemTime, SystemTime) {
+        let now = SystemTime::now();
+        (now, now + Duration::from_secs(600))
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_event_polls_and_answers_the_report() {
+        let (source, store, poller) = rig();
+        source.put("a1", 1_000, 1);
+        let event = serde_json::json!({ "source": "aws.events", "detail-type": "Scheduled Event" });
+        let (now, deadline) = times();
+        let answer = handle(&poller, &event, now, deadline).await.unwrap();
+        assert_eq!(answer["mode"], "incremental");
+        assert_eq!(answer["stop"]["reason"], "complete");
+        assert_eq!(answer["events_enqueued"], 1);
+        assert_eq!(
+            store.get("reconcile").await.unwrap().unwrap().position_ms,
+            1_000
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backfill_payload_runs_the_backfill_cursor() {
+        let (source, store, poller) = rig();
+        source.put("a1", 1_000, 1);
+        let (now, deadline) = times();
+        let answer = handle(
+            &poller,
+            &serde_json::json!({ "mode": "backfill" }),
+            now,
+            deadline,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer["mode"], "backfill");
+        assert!(store.get("backfill").await.unwrap().is_some());
+        assert_eq!(store.get("reconcile").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn failures_and_unknown_modes_are_errors() {
+        let (source, _, poller) = rig();
+        let (now, deadline) = times();
+        let unknown = handle(
+            &poller,
+            &serde_json::json!({ "mode": "full" }),
+            now,
+            deadline,
+        )
+        .await;
+        assert!(
+            unknown
+                .unwrap_err()
+                .to_string()
+                .contains("unknown poller mode")
+        );
+        source.set_down(true);
+        let down = handle(&poller, &serde_json::json!({}), now, deadline).await;
+        assert!(down.unwrap_err().to_string().contains("DAM listing failed"));
+    }
 }
