@@ -9,5 +9,6 @@ pub mod consumer;
 pub mod dam;
 pub mod ingest;
 pub mod mapping;
+pub mod poller;
 pub mod queue;
 pub mod store;
