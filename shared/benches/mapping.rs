@@ -102,7 +102,7 @@ fn asset(i: usize) -> (String, Value) {
                 "alt_fr": format!("Chaussure de course {i}"),
                 "sku": format!("AM-{}-RED", i / 4)
             }},
-            "metadata": {"color": [colors[i % 3], colors[(i + 1) % 3]], "season": if i % 2 == 0 { "FW26" } else { "SS27" }, "published": "yes"}
+            "metadata": {"color": [colors[i % 3], colors[(i + 1) % 3]], "season": if i.is_multiple_of(2) { "FW26" } else { "SS27" }, "published": "yes"}
         }),
     };
     (asset_id, fields)

@@ -196,17 +196,17 @@ impl IngestService {
                 return IngestResponse::error(status, code);
             }
         };
-        if !events.is_empty() {
-            if let Err(error) = self.queue.enqueue(&events).await {
-                tracing::error!(
-                    dam,
-                    events = events.len(),
-                    retriable = error.is_retriable(),
-                    reason = %error,
-                    "enqueue failed; sender will retry"
-                );
-                return IngestResponse::error(503, "unavailable");
-            }
+        if !events.is_empty()
+            && let Err(error) = self.queue.enqueue(&events).await
+        {
+            tracing::error!(
+                dam,
+                events = events.len(),
+                retriable = error.is_retriable(),
+                reason = %error,
+                "enqueue failed; sender will retry"
+            );
+            return IngestResponse::error(503, "unavailable");
         }
         tracing::info!(dam, queued = events.len(), "webhook accepted");
         IngestResponse {

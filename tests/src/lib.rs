@@ -74,7 +74,7 @@ pub fn packshot(i: usize) -> Asset {
         "width_px".to_string(),
         value(json!((1000 + i % 1000).to_string())),
     );
-    values.insert("is_public".to_string(), value(json!(i % 2 == 0)));
+    values.insert("is_public".to_string(), value(json!(i.is_multiple_of(2))));
     Asset {
         code: format!("packshot_{i}"),
         values,
