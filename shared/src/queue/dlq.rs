@@ -8,10 +8,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::MessageAttributeValue;
 
 use super::QueueError;
+use super::sqs::{classify, string_attribute};
 
 /// Message attribute holding why a message was dead-lettered.
 pub const ATTR_REASON: &str = "dead_letter_reason";
@@ -61,14 +60,6 @@ impl SqsDeadLetters {
     }
 }
 
-fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .map_err(|e| QueueError::Permanent(e.to_string()))
-}
-
 /// Cuts `reason` to [`MAX_REASON_BYTES`] on a character boundary.
 fn truncate(reason: &str) -> &str {
     if reason.len() <= MAX_REASON_BYTES {
@@ -103,24 +94,6 @@ impl DeadLetters for SqsDeadLetters {
         }
         request.send().await.map_err(classify)?;
         Ok(())
-    }
-}
-
-fn classify<E>(error: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> QueueError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let message = DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            if code.contains("Throttl") || service.raw().status().is_server_error() {
-                QueueError::Transient(message)
-            } else {
-                QueueError::Permanent(message)
-            }
-        }
-        _ => QueueError::Transient(message),
     }
 }
 

@@ -131,7 +131,9 @@ impl SqsChangeQueue {
     }
 }
 
-fn classify<E>(error: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> QueueError
+/// Throttling and 5xx are worth another attempt; other service errors are not. Shared with the
+/// dead-letter adapter, which talks to SQS the same way.
+pub(super) fn classify<E>(error: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -151,17 +153,20 @@ where
     }
 }
 
+/// A `String` message attribute.
+pub(super) fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| QueueError::Permanent(e.to_string()))
+}
+
 fn entry(
     id: usize,
     event: &ChangeEvent,
     body: String,
 ) -> Result<SendMessageBatchRequestEntry, QueueError> {
-    let string = |value: &str| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-    };
     let dam = serde_json::to_value(event.dam)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -174,9 +179,9 @@ fn entry(
     SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(body)
-        .message_attributes(ATTR_DEDUPE_KEY, string(&event.dedupe_key).map_err(build)?)
+        .message_attributes(ATTR_DEDUPE_KEY, string_attribute(&event.dedupe_key)?)
         .message_attributes(ATTR_RECEIVED_AT_MS, received.map_err(build)?)
-        .message_attributes(ATTR_DAM, string(&dam).map_err(build)?)
+        .message_attributes(ATTR_DAM, string_attribute(&dam)?)
         .build()
         .map_err(build)
 }
