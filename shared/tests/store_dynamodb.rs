@@ -285,6 +285,7 @@ async fn a_missing_table_is_a_permanent_error_not_a_stale_answer() {
         family: "f".into(),
         pim_code: "a".into(),
         updated_at_ms: 0,
+        media_files: Default::default(),
     };
     let error = store.record_applied(&state).await.unwrap_err();
     assert!(matches!(error, StateError::Permanent(_)), "{error:?}");

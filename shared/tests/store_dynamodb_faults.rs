@@ -181,6 +181,7 @@ async fn throttling_and_server_errors_are_retriable_validation_is_not() {
         family: "f".into(),
         pim_code: "a".into(),
         updated_at_ms: 0,
+        media_files: Default::default(),
     };
     let (store, _) = scripted_store(vec![
         (400, service_error("ProvisionedThroughputExceededException")),

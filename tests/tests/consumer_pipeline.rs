@@ -59,6 +59,10 @@ struct World {
 }
 
 async fn world(settings: ConsumerSettings) -> World {
+    world_with(settings, CONSUMER_MAPPING).await
+}
+
+async fn world_with(settings: ConsumerSettings, mapping: &str) -> World {
     let aws = moto_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let table = unique("consumer-state");
@@ -90,8 +94,7 @@ async fn world(settings: ConsumerSettings) -> World {
         ))
         .expect("generic client"),
     );
-    let mapping =
-        Arc::new(Mapping::from_toml_str(CONSUMER_MAPPING, "consumer test").expect("mapping"));
+    let mapping = Arc::new(Mapping::from_toml_str(mapping, "consumer test").expect("mapping"));
     let consumer = Consumer::new(
         store.clone(),
         mapping,
@@ -467,4 +470,214 @@ async fn the_lambda_handler_answers_a_partial_batch_response() {
         .collect();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(alt_text(&w.pim_asset(&id(1)).unwrap()), "Via Lambda");
+}
+
+const UPLOAD: &str = "POST /api/rest/v1/asset-media-files";
+const DELETE_ASSET: &str = "DELETE /api/rest/v1/asset-families/{family}/assets/{code}";
+
+/// [`CONSUMER_MAPPING`] plus the packshot's `source_file` (media_file) from the DAM's file URL;
+/// the file's version in the URL makes a replaced file a new URL.
+fn media_mapping() -> String {
+    format!(
+        "{CONSUMER_MAPPING}\n[route.values.source_file]\n\
+         template = \"{{{{fields.file_url}}}}?v={{{{fields.file_version}}}}\"\n"
+    )
+}
+
+fn with_file(w: &World, n: usize, title: &str, version: u64, content: &str) -> Value {
+    let mut f = fields(n, title);
+    f["file_url"] = json!(w.dam.file_url(&id(n), &format!("packshot_{n}.jpg")));
+    f["file_version"] = json!(version);
+    f["file_content"] = json!(content);
+    f
+}
+
+fn source_file_code(asset: &Value) -> String {
+    asset["values"]["source_file"][0]["data"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn media_files_are_downloaded_from_the_dam_and_uploaded_only_when_the_file_changes() {
+    let w = world_with(ConsumerSettings::default(), &media_mapping()).await;
+    let downloads = || w.dam.stats().count("/files/");
+    let uploads = || w.pim.stats().calls_to(UPLOAD);
+    w.dam
+        .upsert(&id(1), with_file(&w, 1, "First", 1, "JPEG bytes, take one"));
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(out.report.media_uploaded, 1);
+    assert_eq!((downloads(), uploads()), (1, 1));
+    let code = source_file_code(&w.pim_asset(&id(1)).unwrap());
+    let (name, bytes) = w.pim.media_file(&code).expect("the uploaded file");
+    assert_eq!(name, "packshot_1.jpg");
+    assert_eq!(bytes, b"JPEG bytes, take one");
+
+    // The title changes, the file does not: the stored file code is written again.
+    w.dam
+        .upsert(&id(1), with_file(&w, 1, "Second", 1, "JPEG bytes, take one"));
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!((downloads(), uploads()), (1, 1));
+    let asset = w.pim_asset(&id(1)).unwrap();
+    assert_eq!(alt_text(&asset), "Second");
+    assert_eq!(source_file_code(&asset), code);
+
+    // The file is replaced (new version in its URL): downloaded and uploaded again.
+    w.dam
+        .upsert(&id(1), with_file(&w, 1, "Second", 2, "JPEG bytes, take two"));
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.report.media_uploaded, 1, "{out:?}");
+    assert_eq!((downloads(), uploads()), (2, 2));
+    let new_code = source_file_code(&w.pim_asset(&id(1)).unwrap());
+    assert_ne!(new_code, code);
+    assert_eq!(w.pim.media_file(&new_code).unwrap().1, b"JPEG bytes, take two");
+
+    // A redelivery and a version bump without change: no download, upload or PATCH.
+    let patches = w.patches();
+    let again = w.run(&[thin(&id(1))]).await;
+    assert_eq!(again.report.stale, 1, "{again:?}");
+    w.dam
+        .upsert(&id(1), with_file(&w, 1, "Second", 2, "JPEG bytes, take two"));
+    let bumped = w.run(&[thin(&id(1))]).await;
+    assert_eq!(bumped.report.skipped_unchanged, 1, "{bumped:?}");
+    assert_eq!((downloads(), uploads(), w.patches()), (2, 2, patches));
+}
+
+#[tokio::test]
+async fn a_missing_or_oversized_file_dead_letters_only_its_asset() {
+    let settings = ConsumerSettings {
+        max_media_bytes: 4096,
+        ..ConsumerSettings::default()
+    };
+    let w = world_with(settings, &media_mapping()).await;
+    w.dam.upsert(&id(1), with_file(&w, 1, "Fine", 1, "small"));
+    let mut missing = with_file(&w, 2, "Missing", 1, "");
+    missing["file_url"] = json!(w.dam.file_url("no_such_asset", "x.jpg"));
+    w.dam.upsert(&id(2), missing);
+    let mut big = with_file(&w, 3, "Big", 1, "");
+    big.as_object_mut().unwrap().remove("file_content");
+    big["file_bytes"] = json!(100_000);
+    w.dam.upsert(&id(3), big);
+
+    let out = w.run(&[thin(&id(1)), thin(&id(2)), thin(&id(3))]).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert!(out.retry.is_empty(), "{out:?}");
+    let mut reasons: Vec<(String, String)> = out.dead_lettered.clone();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "msg-1");
+    assert!(
+        reasons[0].1.contains("source_file") && reasons[0].1.contains("404"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, "msg-2");
+    assert!(reasons[1].1.contains("4096-byte limit"), "{reasons:?}");
+    assert_eq!(w.pim.stats().calls_to(UPLOAD), 1);
+    assert!(w.pim_asset(&id(2)).is_none() && w.pim_asset(&id(3)).is_none());
+}
+
+#[tokio::test]
+async fn a_dam_file_outage_is_retried_not_dead_lettered() {
+    let w = world_with(ConsumerSettings::default(), &media_mapping()).await;
+    w.dam.upsert(&id(1), with_file(&w, 1, "Later", 1, "bytes"));
+    w.dam.set_faults(dam_sim::Faults {
+        down: true,
+        only_routes: Some("/files/".into()),
+        ..dam_sim::Faults::default()
+    });
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.retry, ["msg-0"], "{out:?}");
+    assert!(w.pim_asset(&id(1)).is_none());
+    w.dam.set_faults(dam_sim::Faults::default());
+    let out = w.run(&[thin(&id(1))]).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+}
+
+/// Packshots need a SKU; manuals go to `user_instructions` and are cleared, not deleted.
+const TWO_FAMILY_MAPPING: &str = r#"
+[[route]]
+family = "packshot"
+when = [ { field = "fields.kind", equals = "packshot" } ]
+require = [ { field = "fields.sku", exists = true } ]
+on_delete = "delete"
+
+[route.values.product_ref]
+field = "fields.sku"
+
+[route.values.alt_text]
+locales = { en_US = "fields.title" }
+
+[[route]]
+family = "user_instructions"
+when = [ { field = "fields.kind", equals = "manual" } ]
+on_delete = { clear = ["pdf_link"] }
+
+[route.values.pdf_link]
+field = "fields.url"
+
+[route.values.title]
+locales = { en_US = "fields.title" }
+"#;
+
+#[tokio::test]
+async fn an_asset_that_leaves_the_mapping_or_moves_family_retires_its_old_pim_asset() {
+    let w = world_with(ConsumerSettings::default(), TWO_FAMILY_MAPPING).await;
+    w.dam.upsert(&id(1), fields(1, "Leaves"));
+    w.dam.upsert(&id(2), fields(2, "Moves"));
+    let mut manual = fields(3, "Manual");
+    manual["kind"] = json!("manual");
+    manual["url"] = json!("https://docs.example.com/manual_3.pdf");
+    w.dam.upsert(&id(3), manual.clone());
+    let out = w.run(&[thin(&id(1)), thin(&id(2)), thin(&id(3))]).await;
+    assert_eq!(out.report.synced, 3, "{out:?}");
+
+    // 1 loses its SKU (filtered out now), 2 becomes a manual, 3 becomes a packshot.
+    let mut no_sku = fields(1, "Leaves");
+    no_sku.as_object_mut().unwrap().remove("sku");
+    w.dam.upsert(&id(1), no_sku);
+    let mut now_manual = fields(2, "Moves");
+    now_manual["kind"] = json!("manual");
+    now_manual["url"] = json!("https://docs.example.com/manual_2.pdf");
+    w.dam.upsert(&id(2), now_manual);
+    manual["kind"] = json!("packshot");
+    w.dam.upsert(&id(3), manual);
+    let out = w.run(&[thin(&id(1)), thin(&id(2)), thin(&id(3))]).await;
+    assert!(
+        out.retry.is_empty() && out.dead_lettered.is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(out.report.left_mapping, 1, "{out:?}");
+    assert_eq!((out.report.synced, out.report.moved), (2, 2), "{out:?}");
+
+    // packshot's policy deletes: 1 (left) and 2 (moved away) are gone from packshot.
+    assert!(w.pim_asset(&id(1)).is_none());
+    assert!(w.pim_asset(&id(2)).is_none());
+    assert_eq!(w.pim.stats().calls_to(DELETE_ASSET), 2);
+    let moved = w.pim.asset("user_instructions", &id(2)).expect("2 as a manual");
+    assert_eq!(moved["values"]["title"][0]["data"], json!("Moves"));
+    // user_instructions clears pdf_link: the old manual 3 stays, without its link.
+    let old = w.pim.asset("user_instructions", &id(3)).expect("old manual 3 kept");
+    assert!(
+        old["values"].get("pdf_link").is_none_or(|v| v[0]["data"].is_null()),
+        "{old}"
+    );
+    assert_eq!(alt_text(&w.pim_asset(&id(3)).unwrap()), "Manual");
+
+    let states = w
+        .store
+        .get_many(DamKind::Generic, &[id(1), id(2), id(3)])
+        .await
+        .unwrap();
+    assert!(states[&id(1)].is_detached());
+    assert_eq!(states[&id(2)].family, "user_instructions");
+    assert_eq!(states[&id(3)].family, "packshot");
+
+    // A redelivery of that batch costs nothing.
+    let calls = w.pim.stats().total_calls;
+    let again = w.run(&[thin(&id(1)), thin(&id(2)), thin(&id(3))]).await;
+    assert_eq!(again.report.stale, 3, "{again:?}");
+    assert_eq!(w.pim.stats().total_calls, calls);
 }

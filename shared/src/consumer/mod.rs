@@ -11,10 +11,11 @@
 //! Infrastructure failures (DAM, state store, PIM unreachable) retry the messages they touch;
 //! the queue's redrive policy bounds how often.
 
+mod media;
 mod pim;
 mod steps;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,7 @@ use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
 use crate::queue::dlq::DeadLetters;
 use crate::store::{AssetState, AssetStateStore};
 
+pub use media::{HttpMedia, MediaError, MediaFile, MediaSource};
 pub use pim::PimWriter;
 pub use steps::{AssetChange, InboundMessage, Poison, coalesce, decode, event_version, is_newer};
 
@@ -40,6 +42,10 @@ pub struct ConsumerSettings {
     pub fetch_batch: usize,
     /// State writes and dead-letter sends in flight at once.
     pub writes_in_flight: usize,
+    /// Largest file a `media_file` value may download; a larger one is dead-lettered.
+    pub max_media_bytes: u64,
+    /// Media files downloaded and uploaded at once (each holds up to `max_media_bytes`).
+    pub media_in_flight: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -48,6 +54,8 @@ impl Default for ConsumerSettings {
             safety_margin: Duration::from_secs(3),
             fetch_batch: 100,
             writes_in_flight: 16,
+            max_media_bytes: 50 * 1024 * 1024,
+            media_in_flight: 2,
         }
     }
 }
@@ -68,6 +76,14 @@ pub struct Report {
     pub stale: u64,
     /// DAM deletions handled by the family's delete policy.
     pub deleted: u64,
+    /// Synced assets that were in the PIM under another family or code, whose old PIM asset
+    /// got the old family's delete policy.
+    pub moved: u64,
+    /// Assets that left the mapping (no route or filtered out now): their PIM asset got the
+    /// family's delete policy.
+    pub left_mapping: u64,
+    /// Media files downloaded from the DAM and uploaded to the PIM.
+    pub media_uploaded: u64,
     /// Dead-lettered or left for redelivery.
     pub failed: u64,
     /// Undecodable messages (dead-lettered).
@@ -87,6 +103,10 @@ pub struct BatchOutcome {
 #[derive(Debug, Clone, Copy)]
 enum Done {
     Synced,
+    /// Synced under a new family or code, the old PIM asset retired.
+    Moved,
+    /// Left the mapping, the old PIM asset retired.
+    LeftMapping,
     Unchanged,
     Unmapped,
     Stale,
@@ -105,6 +125,26 @@ struct Pending {
     idx: usize,
     asset: DamAsset,
     mapped: MappedAsset,
+    /// Media-file codes known for source URLs (stored, or uploaded by this batch).
+    media: BTreeMap<String, String>,
+    /// The (family, code) the asset had in the PIM when it differs from the new one: retired
+    /// with the old family's delete policy once the new asset is written.
+    replaces: Option<(String, String)>,
+}
+
+impl Pending {
+    fn new(idx: usize, asset: DamAsset, mapped: MappedAsset, state: Option<&AssetState>) -> Self {
+        let replaces = state
+            .filter(|s| !s.is_detached() && (s.family != mapped.family || s.pim_code != mapped.code))
+            .map(|s| (s.family.clone(), s.pim_code.clone()));
+        Self {
+            idx,
+            asset,
+            mapped,
+            media: state.map(|s| s.media_files.clone()).unwrap_or_default(),
+            replaces,
+        }
+    }
 }
 
 /// Per-batch working state.
@@ -113,6 +153,7 @@ struct Batch {
     fates: Vec<Option<Fate>>,
     cutoff: Instant,
     deadline: Instant,
+    media_uploaded: u64,
 }
 
 impl Batch {
@@ -162,6 +203,7 @@ pub struct Consumer {
     mapping: Arc<Mapping>,
     pim: Arc<dyn PimWriter>,
     dead_letters: Arc<dyn DeadLetters>,
+    media: Arc<dyn MediaSource>,
     settings: ConsumerSettings,
 }
 
@@ -178,8 +220,15 @@ impl Consumer {
             mapping,
             pim,
             dead_letters,
+            media: Arc::new(HttpMedia::new()),
             settings: ConsumerSettings::default(),
         }
+    }
+
+    /// Replaces where `media_file` values are downloaded from (default: [`HttpMedia`]).
+    pub fn with_media(mut self, media: Arc<dyn MediaSource>) -> Self {
+        self.media = media;
+        self
     }
 
     /// Adds the DAM source for `source.dam()` (replacing one already set).
@@ -209,6 +258,7 @@ impl Consumer {
             changes,
             cutoff,
             deadline,
+            media_uploaded: 0,
         };
 
         let current = self.read_dam(&mut batch).await;
@@ -218,6 +268,8 @@ impl Consumer {
         // Same content as the PIM has: only the newer version is recorded, no PIM call.
         let mut unchanged: Vec<Pending> = Vec::new();
         let mut gone: Vec<(usize, AssetState)> = Vec::new();
+        // Assets that left the mapping while something of theirs is in the PIM.
+        let mut left: Vec<(usize, DamAsset, AssetState)> = Vec::new();
         let mut found: Vec<(usize, DamAsset)> = Vec::new();
         for (idx, current) in current.into_iter().enumerate() {
             if !batch.open(idx) {
@@ -260,7 +312,10 @@ impl Consumer {
                 let change = &batch.changes[idx];
                 let state = states.get(&(change.dam, change.asset_id.clone()));
                 match outcome {
-                    MapOutcome::Skipped { .. } => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                    MapOutcome::Skipped { .. } => match state {
+                        Some(s) if !s.is_detached() => left.push((idx, asset, s.clone())),
+                        _ => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                    },
                     MapOutcome::Invalid { family, reason } => {
                         let fate = match unavailable.get(&family) {
                             Some(why) => Fate::Retry(why.clone()),
@@ -269,25 +324,16 @@ impl Consumer {
                         batch.settle(idx, fate);
                     }
                     MapOutcome::Mapped(mapped) => {
-                        if !mapped.uploads.is_empty() {
-                            // Downloading DAM files into Akeneo media files is not part of
-                            // this consumer yet: park the asset rather than write it partly.
-                            batch.settle(
-                                idx,
-                                Fate::Dead(format!(
-                                    "media_file attribute `{}` needs an upload, which this \
-                                     consumer does not perform",
-                                    mapped.uploads[0].attribute
-                                )),
-                            );
-                        } else if state.is_some_and(|s| {
+                        let same = state.is_some_and(|s| {
                             s.content_hash == mapped.content_hash
                                 && s.family == mapped.family
                                 && s.pim_code == mapped.code
-                        }) {
-                            unchanged.push(Pending { idx, asset, mapped });
+                        });
+                        let pending = Pending::new(idx, asset, mapped, state);
+                        if same {
+                            unchanged.push(pending);
                         } else {
-                            upserts.push(Pending { idx, asset, mapped });
+                            upserts.push(pending);
                         }
                     }
                 }
@@ -296,6 +342,7 @@ impl Consumer {
 
         self.record_all(&mut batch, unchanged, Done::Unchanged)
             .await;
+        let upserts = self.upload_media(&mut batch, upserts).await;
         let upserts = self.create_missing_options(&mut batch, upserts).await;
         let mut by_family: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         for p in upserts {
@@ -309,6 +356,9 @@ impl Consumer {
         }
         for (idx, state) in gone {
             self.apply_deletion(&mut batch, idx, &state).await;
+        }
+        for (idx, asset, state) in left {
+            self.leave_mapping(&mut batch, idx, &asset, &state).await;
         }
 
         self.finish(batch, poison, message_count).await
@@ -527,6 +577,7 @@ impl Consumer {
                     Err(f) => batch.settle(p.idx, item_fate(&f)),
                 }
             }
+            let written = self.retire_replaced(batch, written).await;
             self.record_all(batch, written, Done::Synced).await;
             if stale_structure.is_empty() {
                 return;
@@ -569,6 +620,8 @@ impl Consumer {
                     idx: p.idx,
                     asset: p.asset,
                     mapped,
+                    media: p.media,
+                    replaces: p.replaces,
                 }),
                 MapOutcome::Mapped(_) => {
                     batch.settle(p.idx, Fate::Retry("asset changed family on remap".into()));
@@ -577,6 +630,7 @@ impl Consumer {
                 MapOutcome::Invalid { reason, .. } => batch.settle(p.idx, Fate::Dead(reason)),
             }
         }
+        let again = self.upload_media(batch, again).await;
         self.create_missing_options(batch, again).await
     }
 
@@ -585,7 +639,11 @@ impl Consumer {
     async fn record_all(&self, batch: &mut Batch, items: Vec<Pending>, done: Done) {
         let results: Vec<(usize, Fate)> = futures::stream::iter(items)
             .map(|p| async move {
-                let state = applied_state(&p.asset, &p.mapped);
+                let state = applied_state(&p);
+                let done = match done {
+                    Done::Synced if p.replaces.is_some() => Done::Moved,
+                    other => other,
+                };
                 let fate = match self.store.record_applied(&state).await {
                     Ok(_) => Fate::Done(done),
                     Err(error) => Fate::Retry(error.to_string()),
@@ -603,33 +661,11 @@ impl Consumer {
     /// Applies the family's delete policy to an asset the DAM no longer has, then forgets its
     /// state (a later re-creation in the DAM is then written in full).
     async fn apply_deletion(&self, batch: &mut Batch, idx: usize, state: &AssetState) {
-        let policy = self.mapping.delete_policy(&state.family);
-        let pim_result = match policy {
-            DeletePolicy::Ignore => Ok(()),
-            _ if batch.too_late() => Err(Fate::Retry(TOO_LATE.into())),
-            DeletePolicy::Delete => self
-                .pim
-                .delete(&state.family, &state.pim_code, batch.deadline)
-                .await
-                .map_err(|e| pim_fate(&e)),
-            DeletePolicy::Clear(_) => {
-                match self.mapping.clear_values(&state.family, &state.pim_code) {
-                    None => Ok(()),
-                    Some(asset) => {
-                        let outcome = self
-                            .pim
-                            .upsert(&state.family, &[asset], batch.deadline)
-                            .await
-                            .into_iter()
-                            .next();
-                        match outcome {
-                            Some(Ok(_)) => Ok(()),
-                            Some(Err(f)) => Err(item_fate(&f)),
-                            None => Err(Fate::Retry("the PIM gave no outcome".into())),
-                        }
-                    }
-                }
-            }
+        let pim_result = if state.is_detached() {
+            // It left the mapping earlier: its PIM asset was already retired.
+            Ok(())
+        } else {
+            self.retire(batch, &state.family, &state.pim_code).await
         };
         let fate = match pim_result {
             Err(fate) => fate,
@@ -641,6 +677,167 @@ impl Consumer {
         batch.settle(idx, fate);
     }
 
+    /// Applies `family`'s delete policy to the PIM asset `code`: what a DAM deletion does, and
+    /// what happens to an asset the DAM still has but the mapping no longer sends there.
+    async fn retire(&self, batch: &Batch, family: &str, code: &str) -> Result<(), Fate> {
+        match self.mapping.delete_policy(family) {
+            DeletePolicy::Ignore => Ok(()),
+            _ if batch.too_late() => Err(Fate::Retry(TOO_LATE.into())),
+            DeletePolicy::Delete => self
+                .pim
+                .delete(family, code, batch.deadline)
+                .await
+                .map_err(|e| pim_fate(&e)),
+            DeletePolicy::Clear(_) => match self.mapping.clear_values(family, code) {
+                None => Ok(()),
+                Some(asset) => {
+                    let outcome = self
+                        .pim
+                        .upsert(family, &[asset], batch.deadline)
+                        .await
+                        .into_iter()
+                        .next();
+                    match outcome {
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(f)) => Err(item_fate(&f)),
+                        None => Err(Fate::Retry("the PIM gave no outcome".into())),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Retires the old PIM asset of written assets that changed family or code. An asset whose
+    /// old asset could not be retired is settled (its state is not recorded, so a redelivery
+    /// writes it again, which is idempotent, and retries the retirement).
+    async fn retire_replaced(&self, batch: &mut Batch, written: Vec<Pending>) -> Vec<Pending> {
+        let mut kept = Vec::with_capacity(written.len());
+        for p in written {
+            let Some((family, code)) = &p.replaces else {
+                kept.push(p);
+                continue;
+            };
+            match self.retire(batch, family, code).await {
+                Ok(()) => kept.push(p),
+                Err(fate) => {
+                    let fate = match fate {
+                        Fate::Dead(why) => Fate::Dead(format!(
+                            "written as {}/{}, but retiring the old asset {family}/{code} failed: {why}",
+                            p.mapped.family, p.mapped.code
+                        )),
+                        other => other,
+                    };
+                    batch.settle(p.idx, fate);
+                }
+            }
+        }
+        kept
+    }
+
+    /// An asset the mapping no longer sends to the PIM (no route, filtered out): its PIM asset
+    /// gets its family's delete policy, and a detached state records the version so older
+    /// events stay stale.
+    async fn leave_mapping(
+        &self,
+        batch: &mut Batch,
+        idx: usize,
+        asset: &DamAsset,
+        state: &AssetState,
+    ) {
+        if let Err(fate) = self.retire(batch, &state.family, &state.pim_code).await {
+            batch.settle(idx, fate);
+            return;
+        }
+        let detached = AssetState {
+            dam: asset.dam,
+            asset_id: asset.id.clone(),
+            applied_version: asset.version,
+            content_hash: String::new(),
+            family: String::new(),
+            pim_code: String::new(),
+            updated_at_ms: now_ms(),
+            media_files: BTreeMap::new(),
+        };
+        let fate = match self.store.record_applied(&detached).await {
+            Ok(_) => Fate::Done(Done::LeftMapping),
+            Err(error) => Fate::Retry(error.to_string()),
+        };
+        batch.settle(idx, fate);
+    }
+
+    /// Downloads and uploads the media files the assets need and puts the returned codes into
+    /// their values. A file whose source URL already has a code (stored from an earlier write,
+    /// or shared with another asset of the batch) is not transferred again. Assets whose files
+    /// could not be transferred are settled and dropped.
+    async fn upload_media(&self, batch: &mut Batch, items: Vec<Pending>) -> Vec<Pending> {
+        let needed: BTreeSet<String> = items
+            .iter()
+            .flat_map(|p| {
+                p.mapped
+                    .uploads
+                    .iter()
+                    .filter(|u| !p.media.contains_key(&u.source_url))
+                    .map(|u| u.source_url.clone())
+            })
+            .collect();
+        let (cutoff, deadline) = (batch.cutoff, batch.deadline);
+        let max_bytes = self.settings.max_media_bytes;
+        let transferred: HashMap<String, Result<String, Fate>> = futures::stream::iter(needed)
+            .map(|url| async move {
+                if Instant::now() >= cutoff {
+                    return (url, Err(Fate::Retry(TOO_LATE.into())));
+                }
+                let file = match self.media.download(&url, max_bytes, cutoff).await {
+                    Ok(file) => file,
+                    Err(e) if e.is_retriable() => return (url, Err(Fate::Retry(e.to_string()))),
+                    Err(e) => return (url, Err(Fate::Dead(e.to_string()))),
+                };
+                let code = self
+                    .pim
+                    .upload_media(file, deadline)
+                    .await
+                    .map_err(|e| pim_fate(&e));
+                (url, code)
+            })
+            .buffer_unordered(self.settings.media_in_flight.max(1))
+            .collect()
+            .await;
+        batch.media_uploaded += transferred.values().filter(|r| r.is_ok()).count() as u64;
+        let mut kept = Vec::with_capacity(items.len());
+        'items: for mut p in items {
+            for upload in std::mem::take(&mut p.mapped.uploads) {
+                let code = match p.media.get(&upload.source_url) {
+                    Some(code) => code.clone(),
+                    None => match transferred.get(&upload.source_url) {
+                        Some(Ok(code)) => {
+                            p.media.insert(upload.source_url.clone(), code.clone());
+                            code.clone()
+                        }
+                        Some(Err(fate)) => {
+                            let fate = match fate {
+                                Fate::Dead(why) => Fate::Dead(format!(
+                                    "media_file attribute `{}`: {why}",
+                                    upload.attribute
+                                )),
+                                other => other.clone(),
+                            };
+                            batch.settle(p.idx, fate);
+                            continue 'items;
+                        }
+                        None => {
+                            batch.settle(p.idx, Fate::Retry("media file not transferred".into()));
+                            continue 'items;
+                        }
+                    },
+                };
+                p.mapped.complete_upload(&upload, code);
+                p.mapped.uploads.push(upload);
+            }
+            kept.push(p);
+        }
+        kept
+    }
+
     /// Sends dead letters and builds the outcome. A dead letter that cannot be sent is
     /// retried instead, so no message is acknowledged without being handled.
     async fn finish(&self, batch: Batch, poison: Vec<Poison>, messages: u64) -> BatchOutcome {
@@ -648,6 +845,7 @@ impl Consumer {
         let report = &mut outcome.report;
         report.messages = messages;
         report.assets = batch.changes.len() as u64;
+        report.media_uploaded = batch.media_uploaded;
         let mut letters: Vec<Letter> = Vec::new();
         for p in poison {
             report.poison += 1;
@@ -663,6 +861,11 @@ impl Consumer {
             match fate {
                 Fate::Done(done) => match done {
                     Done::Synced => report.synced += 1,
+                    Done::Moved => {
+                        report.synced += 1;
+                        report.moved += 1;
+                    }
+                    Done::LeftMapping => report.left_mapping += 1,
                     Done::Unchanged => report.skipped_unchanged += 1,
                     Done::Unmapped => report.skipped_unmapped += 1,
                     Done::Stale => report.stale += 1,
@@ -724,7 +927,19 @@ struct Letter {
     reason: String,
 }
 
-fn applied_state(asset: &DamAsset, mapped: &MappedAsset) -> AssetState {
+/// The state to record for a written (or unchanged) asset. Only the media codes of the files
+/// it uses now are kept, so the map does not grow with every file the asset ever had.
+fn applied_state(p: &Pending) -> AssetState {
+    let (asset, mapped) = (&p.asset, &p.mapped);
+    let media_files = mapped
+        .uploads
+        .iter()
+        .filter_map(|u| {
+            p.media
+                .get(&u.source_url)
+                .map(|c| (u.source_url.clone(), c.clone()))
+        })
+        .collect();
     AssetState {
         dam: asset.dam,
         asset_id: asset.id.clone(),
@@ -733,6 +948,7 @@ fn applied_state(asset: &DamAsset, mapped: &MappedAsset) -> AssetState {
         family: mapped.family.clone(),
         pim_code: mapped.code.clone(),
         updated_at_ms: now_ms(),
+        media_files,
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::media::MediaFile;
 use crate::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
 
 /// What the consumer needs from the PIM. Errors are [`AkeneoError`], the PIM boundary's one
@@ -36,6 +37,9 @@ pub trait PimWriter: Send + Sync {
 
     /// Deletes an asset; an asset already gone is not an error.
     async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError>;
+
+    /// Uploads a file and returns the media-file code to write as a `media_file` value.
+    async fn upload_media(&self, file: MediaFile, deadline: Instant) -> Result<String, AkeneoError>;
 }
 
 #[async_trait]
@@ -78,5 +82,10 @@ impl PimWriter for AkeneoClient {
 
     async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError> {
         self.delete_asset(family, code, deadline).await.map(|_| ())
+    }
+
+    async fn upload_media(&self, file: MediaFile, deadline: Instant) -> Result<String, AkeneoError> {
+        self.upload_media_file(&file.file_name, &file.mime, file.bytes, deadline)
+            .await
     }
 }

@@ -136,6 +136,7 @@ fn guard_applies_only_strictly_newer_versions() {
         family: "packshot".into(),
         pim_code: "a".into(),
         updated_at_ms: 0,
+        media_files: Default::default(),
     };
     assert!(is_newer(v(1), None));
     assert!(!is_newer(v(5), Some(&state)));
@@ -188,7 +189,11 @@ struct FakePim {
     /// Codes the PIM answers 422 for.
     refuse: Mutex<Vec<String>>,
     upserts: Mutex<Vec<Vec<Asset>>>,
+    /// (family, code) per upsert item.
+    families: Mutex<Vec<(String, String)>>,
     deletes: Mutex<Vec<String>>,
+    /// (file name, bytes) per upload.
+    uploads: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 #[async_trait]
@@ -213,8 +218,12 @@ impl PimWriter for FakePim {
         Ok(())
     }
 
-    async fn upsert(&self, _family: &str, assets: &[Asset], _: Instant) -> Vec<ItemOutcome> {
+    async fn upsert(&self, family: &str, assets: &[Asset], _: Instant) -> Vec<ItemOutcome> {
         self.upserts.lock().unwrap().push(assets.to_vec());
+        self.families
+            .lock()
+            .unwrap()
+            .extend(assets.iter().map(|a| (family.to_string(), a.code.clone())));
         let refuse = self.refuse.lock().unwrap();
         assets
             .iter()
@@ -234,9 +243,45 @@ impl PimWriter for FakePim {
             .collect()
     }
 
-    async fn delete(&self, _family: &str, code: &str, _: Instant) -> Result<(), AkeneoError> {
-        self.deletes.lock().unwrap().push(code.into());
+    async fn delete(&self, family: &str, code: &str, _: Instant) -> Result<(), AkeneoError> {
+        self.deletes.lock().unwrap().push(format!("{family}/{code}"));
         Ok(())
+    }
+
+    async fn upload_media(&self, file: MediaFile, _: Instant) -> Result<String, AkeneoError> {
+        let mut uploads = self.uploads.lock().unwrap();
+        uploads.push((file.file_name.clone(), file.bytes.to_vec()));
+        Ok(format!("media/{}/{}", uploads.len(), file.file_name))
+    }
+}
+
+/// Files by URL; a URL it does not have answers 404 (permanent).
+#[derive(Default)]
+struct FakeFiles {
+    files: Mutex<HashMap<String, Vec<u8>>>,
+    downloads: Mutex<usize>,
+}
+
+#[async_trait]
+impl MediaSource for FakeFiles {
+    async fn download(&self, url: &str, max: u64, _: Instant) -> Result<MediaFile, MediaError> {
+        *self.downloads.lock().unwrap() += 1;
+        let files = self.files.lock().unwrap();
+        let bytes = files.get(url).ok_or_else(|| MediaError::Permanent {
+            url: url.into(),
+            reason: "the server answered 404 Not Found".into(),
+        })?;
+        if bytes.len() as u64 > max {
+            return Err(MediaError::Permanent {
+                url: url.into(),
+                reason: "too large".into(),
+            });
+        }
+        Ok(MediaFile {
+            file_name: url.rsplit('/').next().unwrap().into(),
+            mime: "image/jpeg".into(),
+            bytes: bytes.clone().into(),
+        })
     }
 }
 
@@ -422,7 +467,7 @@ async fn a_dam_deletion_deletes_the_pim_asset_and_forgets_the_state() {
         .process(vec![message(1, &thin("a", 2))], later())
         .await;
     assert_eq!(out.report.deleted, 1, "{out:?}");
-    assert_eq!(*h.pim.deletes.lock().unwrap(), ["a"]);
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
     let states = h
         .store
         .get_many(DamKind::Generic, &["a".to_string()])
@@ -511,4 +556,387 @@ async fn a_clear_policy_patches_nulls_and_keeps_the_pim_asset() {
         serde_json::Value::Null
     );
     assert!(!cleared.values.contains_key("main_colors"));
+}
+
+// ---- media files ----
+
+const MEDIA_MAPPING: &str = r#"
+[[route]]
+family = "packshot"
+when = [ { field = "fields.kind", equals = "packshot" } ]
+
+[route.values.product_ref]
+field = "fields.sku"
+
+[route.values.main_file]
+field = "fields.file"
+"#;
+
+fn media_structure() -> FamilyStructure {
+    serde_json::from_value(json!({
+        "family": { "code": "packshot" },
+        "attributes": [
+            { "code": "product_ref", "type": "text" },
+            { "code": "main_file", "type": "media_file" }
+        ]
+    }))
+    .unwrap()
+}
+
+/// A PIM whose packshot family has a media_file attribute.
+struct MediaPim(FakePim);
+
+#[async_trait]
+impl PimWriter for MediaPim {
+    async fn structure(
+        &self,
+        _family: &str,
+        _deadline: Instant,
+    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
+        Ok(Some(Arc::new(media_structure())))
+    }
+    async fn forget_structure(&self, _family: &str) {}
+    async fn create_options(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[String],
+        _: Instant,
+    ) -> Result<(), AkeneoError> {
+        Ok(())
+    }
+    async fn upsert(&self, family: &str, assets: &[Asset], d: Instant) -> Vec<ItemOutcome> {
+        self.0.upsert(family, assets, d).await
+    }
+    async fn delete(&self, family: &str, code: &str, d: Instant) -> Result<(), AkeneoError> {
+        self.0.delete(family, code, d).await
+    }
+    async fn upload_media(&self, file: MediaFile, d: Instant) -> Result<String, AkeneoError> {
+        self.0.upload_media(file, d).await
+    }
+}
+
+fn media_asset(id: &str, version: i64, sku: &str, file: &str) -> DamAsset {
+    DamAsset {
+        dam: DamKind::Generic,
+        id: id.into(),
+        version: v(version),
+        fields: json!({ "id": id, "fields": { "kind": "packshot", "sku": sku, "file": file } }),
+    }
+}
+
+struct MediaHarness {
+    dam: Arc<FakeDam>,
+    pim: Arc<MediaPim>,
+    files: Arc<FakeFiles>,
+    store: Arc<MemoryStore>,
+    consumer: Consumer,
+}
+
+fn media_harness() -> MediaHarness {
+    let dam = Arc::new(FakeDam::default());
+    let pim = Arc::new(MediaPim(FakePim::default()));
+    let files = Arc::new(FakeFiles::default());
+    let store = Arc::new(MemoryStore::new());
+    let consumer = Consumer::new(
+        store.clone(),
+        Arc::new(Mapping::from_toml_str(MEDIA_MAPPING, "test").unwrap()),
+        pim.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(dam.clone())
+    .with_media(files.clone());
+    MediaHarness {
+        dam,
+        pim,
+        files,
+        store,
+        consumer,
+    }
+}
+
+impl MediaHarness {
+    fn put(&self, asset: DamAsset) {
+        self.dam
+            .assets
+            .lock()
+            .unwrap()
+            .insert(asset.id.clone(), asset);
+    }
+
+    fn file(&self, url: &str, bytes: &[u8]) {
+        self.files
+            .files
+            .lock()
+            .unwrap()
+            .insert(url.into(), bytes.to_vec());
+    }
+
+    fn last_written(&self) -> Asset {
+        self.pim.0.upserts.lock().unwrap().last().unwrap()[0].clone()
+    }
+}
+
+#[tokio::test]
+async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
+    let h = media_harness();
+    h.file("https://cdn/a-1.jpg", b"first file");
+    h.put(media_asset("a", 1, "AB-1", "https://cdn/a-1.jpg"));
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(out.report.media_uploaded, 1);
+    assert_eq!(
+        *h.pim.0.uploads.lock().unwrap(),
+        [("a-1.jpg".to_string(), b"first file".to_vec())]
+    );
+    let written = h.last_written();
+    assert_eq!(written.values["main_file"][0].data, json!("media/1/a-1.jpg"));
+
+    // Another value changes, the file does not: the stored code is reused, nothing downloaded.
+    h.put(media_asset("a", 2, "AB-2", "https://cdn/a-1.jpg"));
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(out.report.media_uploaded, 0);
+    assert_eq!(*h.files.downloads.lock().unwrap(), 1);
+    let written = h.last_written();
+    assert_eq!(written.values["main_file"][0].data, json!("media/1/a-1.jpg"));
+    assert_eq!(written.values["product_ref"][0].data, json!("AB-2"));
+
+    // A new file URL: downloaded and uploaded; the state keeps only the current file's code.
+    h.file("https://cdn/a-2.jpg", b"second file");
+    h.put(media_asset("a", 3, "AB-2", "https://cdn/a-2.jpg"));
+    let out = h
+        .consumer
+        .process(vec![message(2, &thin("a", 3))], later())
+        .await;
+    assert_eq!(out.report.media_uploaded, 1, "{out:?}");
+    assert_eq!(
+        h.last_written().values["main_file"][0].data,
+        json!("media/2/a-2.jpg")
+    );
+    let state = &h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string()])
+        .await
+        .unwrap()["a"];
+    assert_eq!(
+        state.media_files,
+        std::collections::BTreeMap::from([(
+            "https://cdn/a-2.jpg".to_string(),
+            "media/2/a-2.jpg".to_string()
+        )])
+    );
+
+    // Same content, newer version: no download, no upload, no PATCH.
+    h.put(media_asset("a", 4, "AB-2", "https://cdn/a-2.jpg"));
+    let patches = h.pim.0.upserts.lock().unwrap().len();
+    let out = h
+        .consumer
+        .process(vec![message(3, &thin("a", 4))], later())
+        .await;
+    assert_eq!(out.report.skipped_unchanged, 1, "{out:?}");
+    assert_eq!(*h.files.downloads.lock().unwrap(), 2);
+    assert_eq!(h.pim.0.upserts.lock().unwrap().len(), patches);
+}
+
+#[tokio::test]
+async fn assets_sharing_a_file_share_one_upload_and_a_missing_file_is_dead_lettered() {
+    let h = media_harness();
+    h.file("https://cdn/shared.jpg", b"shared");
+    h.put(media_asset("a", 1, "AB-1", "https://cdn/shared.jpg"));
+    h.put(media_asset("b", 1, "AB-2", "https://cdn/shared.jpg"));
+    h.put(media_asset("c", 1, "AB-3", "https://cdn/missing.jpg"));
+    let out = h
+        .consumer
+        .process(
+            vec![
+                message(0, &thin("a", 1)),
+                message(1, &thin("b", 1)),
+                message(2, &thin("c", 1)),
+            ],
+            later(),
+        )
+        .await;
+    assert_eq!(out.report.synced, 2, "{out:?}");
+    assert_eq!(out.report.media_uploaded, 1);
+    assert_eq!(h.pim.0.uploads.lock().unwrap().len(), 1);
+    assert_eq!(out.dead_lettered.len(), 1);
+    let (id, reason) = &out.dead_lettered[0];
+    assert_eq!(id, "m2");
+    assert!(
+        reason.contains("main_file") && reason.contains("404"),
+        "{reason}"
+    );
+}
+
+// ---- assets leaving the mapping or changing family ----
+
+const TWO_FAMILIES: &str = r#"
+[[route]]
+family = "packshot"
+when = [ { field = "fields.kind", equals = "packshot" } ]
+require = [ { field = "fields.sku", exists = true } ]
+on_delete = "delete"
+
+[route.values.product_ref]
+field = "fields.sku"
+
+[[route]]
+family = "lifestyle"
+when = [ { field = "fields.kind", equals = "lifestyle" } ]
+on_delete = { clear = ["product_ref"] }
+
+[route.values.product_ref]
+field = "fields.sku"
+"#;
+
+fn two_family_harness() -> Harness {
+    let dam = Arc::new(FakeDam::default());
+    let pim = Arc::new(FakePim::default());
+    let store = Arc::new(MemoryStore::new());
+    let dlq = Arc::new(MemoryDeadLetters::new());
+    let consumer = Consumer::new(
+        store.clone(),
+        Arc::new(Mapping::from_toml_str(TWO_FAMILIES, "test").unwrap()),
+        pim.clone(),
+        dlq.clone(),
+    )
+    .with_source(dam.clone());
+    Harness {
+        dam,
+        pim,
+        store,
+        dlq,
+        consumer,
+    }
+}
+
+fn kind_asset(id: &str, version: i64, kind: &str, sku: Option<&str>) -> DamAsset {
+    let mut fields = json!({ "kind": kind });
+    if let Some(sku) = sku {
+        fields["sku"] = json!(sku);
+    }
+    DamAsset {
+        dam: DamKind::Generic,
+        id: id.into(),
+        version: v(version),
+        fields: json!({ "id": id, "fields": fields }),
+    }
+}
+
+#[tokio::test]
+async fn an_asset_filtered_out_gets_its_family_delete_policy_and_stays_stale_for_old_events() {
+    let h = two_family_harness();
+    h.put(kind_asset("a", 1, "packshot", Some("AB-1")));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    // The SKU is removed: the product filter refuses the asset now.
+    h.put(kind_asset("a", 2, "packshot", None));
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.report.left_mapping, 1, "{out:?}");
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
+    let states = h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string()])
+        .await
+        .unwrap();
+    assert!(states["a"].is_detached());
+    assert_eq!(states["a"].applied_version, v(2));
+
+    // A late full event of version 1 (which matched) must not bring it back.
+    let mut old = thin("a", 1);
+    old.asset = Some(kind_asset("a", 1, "packshot", Some("AB-1")));
+    let out = h.consumer.process(vec![message(2, &old)], later()).await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert_eq!(h.upsert_calls(), 1);
+
+    // Still filtered out: nothing more to retire.
+    h.put(kind_asset("a", 3, "packshot", None));
+    let out = h
+        .consumer
+        .process(vec![message(3, &thin("a", 3))], later())
+        .await;
+    assert_eq!(out.report.skipped_unmapped, 1, "{out:?}");
+    assert_eq!(h.pim.deletes.lock().unwrap().len(), 1);
+
+    // The SKU comes back: written in full again.
+    h.put(kind_asset("a", 4, "packshot", Some("AB-1")));
+    let out = h
+        .consumer
+        .process(vec![message(4, &thin("a", 4))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(h.upsert_calls(), 2);
+
+    // And a DAM deletion after it left the mapping again costs no PIM call.
+    h.put(kind_asset("a", 5, "video", None));
+    h.consumer
+        .process(vec![message(5, &thin("a", 5))], later())
+        .await;
+    assert_eq!(h.pim.deletes.lock().unwrap().len(), 2);
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(vec![message(6, &thin("a", 6))], later())
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert_eq!(h.pim.deletes.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_family_change_writes_the_new_asset_then_applies_the_old_family_policy() {
+    let h = two_family_harness();
+    h.put(kind_asset("a", 1, "packshot", Some("AB-1")));
+    h.put(kind_asset("b", 1, "lifestyle", Some("AB-2")));
+    h.consumer
+        .process(
+            vec![message(0, &thin("a", 1)), message(1, &thin("b", 1))],
+            later(),
+        )
+        .await;
+
+    h.put(kind_asset("a", 2, "lifestyle", Some("AB-1")));
+    h.put(kind_asset("b", 2, "packshot", Some("AB-2")));
+    let out = h
+        .consumer
+        .process(
+            vec![message(2, &thin("a", 2)), message(3, &thin("b", 2))],
+            later(),
+        )
+        .await;
+    assert_eq!(out.report.synced, 2, "{out:?}");
+    assert_eq!(out.report.moved, 2);
+    // a: packshot's policy is delete. b: lifestyle's policy clears product_ref.
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
+    let families = h.pim.families.lock().unwrap().clone();
+    assert!(families.contains(&("lifestyle".into(), "a".into())), "{families:?}");
+    assert!(families.contains(&("packshot".into(), "b".into())), "{families:?}");
+    let cleared = h
+        .pim
+        .upserts
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .filter(|a| a.code == "b" && a.values["product_ref"][0].data.is_null())
+        .count();
+    assert_eq!(cleared, 1, "the old lifestyle asset b is cleared");
+    let states = h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string(), "b".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(states["a"].family, "lifestyle");
+    assert_eq!(states["b"].family, "packshot");
+    assert!(h.dlq.letters().is_empty());
 }

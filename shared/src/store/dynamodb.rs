@@ -7,7 +7,7 @@
 //! server-side "now". The endpoint comes from the SDK's standard configuration
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`), which is how tests reach moto.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -570,6 +570,14 @@ fn asset_to_item(state: &AssetState) -> Item {
     item.insert("family".into(), string(&state.family));
     item.insert("pim_code".into(), string(&state.pim_code));
     item.insert("updated_at_ms".into(), number(state.updated_at_ms));
+    if !state.media_files.is_empty() {
+        let files = state
+            .media_files
+            .iter()
+            .map(|(url, code)| (url.clone(), string(code)))
+            .collect();
+        item.insert("media_files".into(), AttributeValue::M(files));
+    }
     item
 }
 
@@ -585,6 +593,23 @@ fn asset_from_item(item: &Item) -> Result<AssetState, StateError> {
         family: get_string(item, "family")?.to_owned(),
         pim_code: get_string(item, "pim_code")?.to_owned(),
         updated_at_ms: get_number(item, "updated_at_ms")?,
+        media_files: match item.get("media_files") {
+            None => BTreeMap::new(),
+            Some(AttributeValue::M(files)) => files
+                .iter()
+                .map(|(url, code)| match code {
+                    AttributeValue::S(code) => Ok((url.clone(), code.clone())),
+                    _ => Err(StateError::Permanent(format!(
+                        "asset state item: media_files[{url}] is not a string"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(StateError::Permanent(
+                    "asset state item: media_files is not a map".into(),
+                ));
+            }
+        },
     })
 }
 
@@ -683,6 +708,10 @@ mod tests {
             family: "packshot".into(),
             pim_code: "bynder_a_1".into(),
             updated_at_ms: 5,
+            media_files: BTreeMap::from([(
+                "https://cdn.example/a.jpg".into(),
+                "0/1/a_file.jpg".into(),
+            )]),
         }
     }
 

@@ -22,12 +22,12 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | asset state | `asset#<dam>#<id>` | `state` | `dam`, `asset_id`, `modified_at_ms`, `seq`, `content_hash`, `family`, `pim_code`, `updated_at_ms` |
+//! | asset state | `asset#<dam>#<id>` | `state` | `dam`, `asset_id`, `modified_at_ms`, `seq`, `content_hash`, `family`, `pim_code`, `updated_at_ms`, `media_files` (M, source URL → media-file code; absent when empty) |
 //! | family structure | `family#<code>` | `structure` | `structure` (JSON), `expires_at` |
 //! | cursor | `cursor#<name>` | `cursor` | `position_ms`, `page_token` (absent when none), `version` |
 //! | lease | `lease#<name>` | `lease` | `owner`, `expires_at` |
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +75,18 @@ pub struct AssetState {
     pub family: String,
     pub pim_code: String,
     pub updated_at_ms: i64,
+    /// Akeneo media-file codes of the files uploaded for the asset, by source URL: a file
+    /// whose URL did not change is not downloaded and uploaded again.
+    #[serde(default)]
+    pub media_files: BTreeMap<String, String>,
+}
+
+impl AssetState {
+    /// A state that records the version but nothing in the PIM (the asset left the mapping):
+    /// older events stay stale, and a newer matching version is written in full.
+    pub fn is_detached(&self) -> bool {
+        self.family.is_empty()
+    }
 }
 
 /// Outcome of [`AssetStateStore::record_applied`].

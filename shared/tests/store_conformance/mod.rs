@@ -41,6 +41,7 @@ fn state(dam: DamKind, id: &str, modified_at_ms: i64, seq: i64, hash: &str) -> A
         family: "packshot".into(),
         pim_code: format!("code_{id}"),
         updated_at_ms: 42,
+        media_files: Default::default(),
     }
 }
 

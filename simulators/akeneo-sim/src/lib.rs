@@ -217,6 +217,16 @@ impl SimHandle {
         self.shared.asset_json(family, code, &self.shared.base_url)
     }
 
+    /// An uploaded media file by its code: (original file name, bytes).
+    pub fn media_file(&self, code: &str) -> Option<(String, Vec<u8>)> {
+        self.shared.media_file(code)
+    }
+
+    /// How many media files were uploaded.
+    pub fn media_count(&self) -> usize {
+        self.shared.media_count()
+    }
+
     /// The client credentials of the fixture's first client:
     /// `(client_id, secret, username, password)`.
     pub fn credentials(&self) -> (String, String, String, String) {

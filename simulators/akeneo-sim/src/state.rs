@@ -536,6 +536,17 @@ impl Shared {
         let a = inner.assets.get(family)?.get(code)?;
         Some(render_asset(base, family, code, a, &ValueFilter::default()))
     }
+
+    /// An uploaded media file's original name and bytes.
+    pub(crate) fn media_file(&self, code: &str) -> Option<(String, Vec<u8>)> {
+        let inner = self.lock();
+        let m = inner.media.get(code)?;
+        Some((m.filename.clone(), m.bytes.clone()))
+    }
+
+    pub(crate) fn media_count(&self) -> usize {
+        self.lock().media.len()
+    }
 }
 
 fn latency_from(min: u64, max: u64, u: f64) -> Duration {

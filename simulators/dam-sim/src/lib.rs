@@ -8,6 +8,7 @@ mod bynder;
 mod catalogue;
 mod cloudinary;
 mod control;
+mod files;
 mod gate;
 mod generic;
 mod sns;
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 pub use catalogue::{ChangeType, SimAsset, generated_asset};
+pub use files::{file_bytes, file_url};
 pub use gate::{Faults, Stats};
 pub use sns::canonical_string as sns_canonical_string;
 pub use timefmt::{iso_millis, iso_secs, parse_ms};
@@ -353,6 +355,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v4/media/{id}", get(bynder::get_media))
         .route("/generic/assets", get(generic::get_assets))
         .route("/generic/changes", get(generic::get_changes))
+        .route("/files/{id}/{name}", get(files::get_file))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             gate::api_gate,
@@ -377,6 +380,12 @@ impl DamSimHandle {
     /// Base of the generic contract (`{base}/assets`, `{base}/changes`).
     pub fn generic_base_url(&self) -> String {
         format!("{}/generic", self.shared.base_url)
+    }
+
+    /// Where the simulator serves asset `id`'s file (see the `files` module): any `name`,
+    /// whose extension sets the Content-Type.
+    pub fn file_url(&self, id: &str, name: &str) -> String {
+        file_url(&self.shared.base_url, id, name)
     }
 
     pub fn addr(&self) -> SocketAddr {
