@@ -578,7 +578,8 @@ fn media_structure() -> FamilyStructure {
         "attributes": [
             { "code": "product_ref", "type": "text" },
             { "code": "main_file", "type": "media_file" }
-        ]
+        ],
+        "options": {}
     }))
     .unwrap()
 }
