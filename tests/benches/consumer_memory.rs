@@ -70,7 +70,8 @@ async fn main() {
         SecretString::from(dam.config().generic_token.clone()),
     ))
     .expect("generic client");
-    let mapping = format!("{CONSUMER_MAPPING}\n[route.values.source_file]\nfield = \"fields.file_url\"\n");
+    let mapping =
+        format!("{CONSUMER_MAPPING}\n[route.values.source_file]\nfield = \"fields.file_url\"\n");
     let dead_letters = Arc::new(MemoryDeadLetters::new());
     let consumer = Consumer::new(
         Arc::new(MemoryStore::new()),
@@ -152,5 +153,8 @@ async fn main() {
         "memory grew by {:.1} MiB after batch 20",
         mib(growth)
     );
-    println!("flat: yes (growth within {} MiB)", ALLOWED_GROWTH_KIB / 1024);
+    println!(
+        "flat: yes (growth within {} MiB)",
+        ALLOWED_GROWTH_KIB / 1024
+    );
 }

@@ -516,8 +516,10 @@ async fn media_files_are_downloaded_from_the_dam_and_uploaded_only_when_the_file
     assert_eq!(bytes, b"JPEG bytes, take one");
 
     // The title changes, the file does not: the stored file code is written again.
-    w.dam
-        .upsert(&id(1), with_file(&w, 1, "Second", 1, "JPEG bytes, take one"));
+    w.dam.upsert(
+        &id(1),
+        with_file(&w, 1, "Second", 1, "JPEG bytes, take one"),
+    );
     let out = w.run(&[thin(&id(1))]).await;
     assert_eq!(out.report.synced, 1, "{out:?}");
     assert_eq!((downloads(), uploads()), (1, 1));
@@ -526,21 +528,28 @@ async fn media_files_are_downloaded_from_the_dam_and_uploaded_only_when_the_file
     assert_eq!(source_file_code(&asset), code);
 
     // The file is replaced (new version in its URL): downloaded and uploaded again.
-    w.dam
-        .upsert(&id(1), with_file(&w, 1, "Second", 2, "JPEG bytes, take two"));
+    w.dam.upsert(
+        &id(1),
+        with_file(&w, 1, "Second", 2, "JPEG bytes, take two"),
+    );
     let out = w.run(&[thin(&id(1))]).await;
     assert_eq!(out.report.media_uploaded, 1, "{out:?}");
     assert_eq!((downloads(), uploads()), (2, 2));
     let new_code = source_file_code(&w.pim_asset(&id(1)).unwrap());
     assert_ne!(new_code, code);
-    assert_eq!(w.pim.media_file(&new_code).unwrap().1, b"JPEG bytes, take two");
+    assert_eq!(
+        w.pim.media_file(&new_code).unwrap().1,
+        b"JPEG bytes, take two"
+    );
 
     // A redelivery and a version bump without change: no download, upload or PATCH.
     let patches = w.patches();
     let again = w.run(&[thin(&id(1))]).await;
     assert_eq!(again.report.stale, 1, "{again:?}");
-    w.dam
-        .upsert(&id(1), with_file(&w, 1, "Second", 2, "JPEG bytes, take two"));
+    w.dam.upsert(
+        &id(1),
+        with_file(&w, 1, "Second", 2, "JPEG bytes, take two"),
+    );
     let bumped = w.run(&[thin(&id(1))]).await;
     assert_eq!(bumped.report.skipped_unchanged, 1, "{bumped:?}");
     assert_eq!((downloads(), uploads(), w.patches()), (2, 2, patches));
@@ -656,12 +665,20 @@ async fn an_asset_that_leaves_the_mapping_or_moves_family_retires_its_old_pim_as
     assert!(w.pim_asset(&id(1)).is_none());
     assert!(w.pim_asset(&id(2)).is_none());
     assert_eq!(w.pim.stats().calls_to(DELETE_ASSET), 2);
-    let moved = w.pim.asset("user_instructions", &id(2)).expect("2 as a manual");
+    let moved = w
+        .pim
+        .asset("user_instructions", &id(2))
+        .expect("2 as a manual");
     assert_eq!(moved["values"]["title"][0]["data"], json!("Moves"));
     // user_instructions clears pdf_link: the old manual 3 stays, without its link.
-    let old = w.pim.asset("user_instructions", &id(3)).expect("old manual 3 kept");
+    let old = w
+        .pim
+        .asset("user_instructions", &id(3))
+        .expect("old manual 3 kept");
     assert!(
-        old["values"].get("pdf_link").is_none_or(|v| v[0]["data"].is_null()),
+        old["values"]
+            .get("pdf_link")
+            .is_none_or(|v| v[0]["data"].is_null()),
         "{old}"
     );
     assert_eq!(alt_text(&w.pim_asset(&id(3)).unwrap()), "Manual");

@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn file_names_come_from_the_last_path_segment() {
         let name = |u: &str| file_name(&Url::parse(u).unwrap());
-        assert_eq!(name("https://cdn.example/a/b/shoe%20red.jpg?x=1"), "shoe_red.jpg");
+        assert_eq!(
+            name("https://cdn.example/a/b/shoe%20red.jpg?x=1"),
+            "shoe_red.jpg"
+        );
         assert_eq!(name("https://cdn.example/v1/x+y.png"), "x_y.png");
         assert_eq!(name("https://cdn.example/"), "file");
         assert_eq!(name("https://cdn.example/a/..."), "file");

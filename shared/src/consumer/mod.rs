@@ -135,7 +135,9 @@ struct Pending {
 impl Pending {
     fn new(idx: usize, asset: DamAsset, mapped: MappedAsset, state: Option<&AssetState>) -> Self {
         let replaces = state
-            .filter(|s| !s.is_detached() && (s.family != mapped.family || s.pim_code != mapped.code))
+            .filter(|s| {
+                !s.is_detached() && (s.family != mapped.family || s.pim_code != mapped.code)
+            })
             .map(|s| (s.family.clone(), s.pim_code.clone()));
         Self {
             idx,

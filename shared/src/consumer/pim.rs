@@ -39,7 +39,8 @@ pub trait PimWriter: Send + Sync {
     async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError>;
 
     /// Uploads a file and returns the media-file code to write as a `media_file` value.
-    async fn upload_media(&self, file: MediaFile, deadline: Instant) -> Result<String, AkeneoError>;
+    async fn upload_media(&self, file: MediaFile, deadline: Instant)
+    -> Result<String, AkeneoError>;
 }
 
 #[async_trait]
@@ -84,7 +85,11 @@ impl PimWriter for AkeneoClient {
         self.delete_asset(family, code, deadline).await.map(|_| ())
     }
 
-    async fn upload_media(&self, file: MediaFile, deadline: Instant) -> Result<String, AkeneoError> {
+    async fn upload_media(
+        &self,
+        file: MediaFile,
+        deadline: Instant,
+    ) -> Result<String, AkeneoError> {
         self.upload_media_file(&file.file_name, &file.mime, file.bytes, deadline)
             .await
     }

@@ -244,7 +244,10 @@ impl PimWriter for FakePim {
     }
 
     async fn delete(&self, family: &str, code: &str, _: Instant) -> Result<(), AkeneoError> {
-        self.deletes.lock().unwrap().push(format!("{family}/{code}"));
+        self.deletes
+            .lock()
+            .unwrap()
+            .push(format!("{family}/{code}"));
         Ok(())
     }
 
@@ -694,7 +697,10 @@ async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
         [("a-1.jpg".to_string(), b"first file".to_vec())]
     );
     let written = h.last_written();
-    assert_eq!(written.values["main_file"][0].data, json!("media/1/a-1.jpg"));
+    assert_eq!(
+        written.values["main_file"][0].data,
+        json!("media/1/a-1.jpg")
+    );
 
     // Another value changes, the file does not: the stored code is reused, nothing downloaded.
     h.put(media_asset("a", 2, "AB-2", "https://cdn/a-1.jpg"));
@@ -706,7 +712,10 @@ async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
     assert_eq!(out.report.media_uploaded, 0);
     assert_eq!(*h.files.downloads.lock().unwrap(), 1);
     let written = h.last_written();
-    assert_eq!(written.values["main_file"][0].data, json!("media/1/a-1.jpg"));
+    assert_eq!(
+        written.values["main_file"][0].data,
+        json!("media/1/a-1.jpg")
+    );
     assert_eq!(written.values["product_ref"][0].data, json!("AB-2"));
 
     // A new file URL: downloaded and uploaded; the state keeps only the current file's code.
@@ -920,8 +929,14 @@ async fn a_family_change_writes_the_new_asset_then_applies_the_old_family_policy
     // a: packshot's policy is delete. b: lifestyle's policy clears product_ref.
     assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
     let families = h.pim.families.lock().unwrap().clone();
-    assert!(families.contains(&("lifestyle".into(), "a".into())), "{families:?}");
-    assert!(families.contains(&("packshot".into(), "b".into())), "{families:?}");
+    assert!(
+        families.contains(&("lifestyle".into(), "a".into())),
+        "{families:?}"
+    );
+    assert!(
+        families.contains(&("packshot".into(), "b".into())),
+        "{families:?}"
+    );
     let cleared = h
         .pim
         .upserts
