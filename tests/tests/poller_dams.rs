@@ -18,8 +18,8 @@ use shared::poller::{Poller, PollerSettings, StopReason};
 use shared::queue::MemoryChangeQueue;
 use shared::store::{CursorStore, MemoryStore};
 
-const SEARCH: &str = "POST /v1_1/{cloud}/resources/search";
-const MEDIA: &str = "GET /api/v4/media/";
+const SEARCH: &str = "/resources/search";
+const MEDIA: &str = "GET /api/v4/media";
 
 struct Rig {
     queue: Arc<MemoryChangeQueue>,
@@ -101,7 +101,7 @@ async fn cloudinary_polls_stop_at_the_reserve_and_resume_next_run() {
     assert_eq!(first.pages, 6);
     assert!(first.resume_saved);
     assert_eq!(api.remaining(), Some(4));
-    assert_eq!(sim.stats().calls_to(SEARCH), 6);
+    assert_eq!(sim.stats().count(SEARCH), 6);
     let mut seen = rig.enqueued_ids();
     assert_eq!(seen.len(), 30);
 
@@ -117,8 +117,8 @@ async fn cloudinary_polls_stop_at_the_reserve_and_resume_next_run() {
     seen.extend(rig.enqueued_ids());
     assert_eq!(seen.len(), 40, "nothing enqueued twice");
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
-    assert!(sim.stats().calls_to(SEARCH) <= 10);
-    assert_eq!(sim.stats().calls_with(SEARCH, 429), 0);
+    assert!(sim.stats().count(SEARCH) <= 10);
+    assert_eq!(sim.stats().count_status(SEARCH, 429), 0);
     assert_eq!(
         rig.store
             .get("reconcile")
@@ -152,8 +152,8 @@ async fn bynder_polls_spend_the_client_budget_without_tripping_the_block() {
     );
     assert_eq!(first.pages, 4);
     assert!(first.resume_saved);
-    assert_eq!(sim.stats().calls_to(MEDIA), 4);
-    assert_eq!(sim.stats().calls_with(MEDIA, 429), 0);
+    assert_eq!(sim.stats().count(MEDIA), 4);
+    assert_eq!(sim.stats().count_status(MEDIA, 429), 0);
     let first_ids = rig.enqueued_ids();
     assert!(!first_ids.is_empty() && first_ids.len() <= 20);
 
@@ -174,7 +174,7 @@ async fn bynder_polls_spend_the_client_budget_without_tripping_the_block() {
         "{second:?}"
     );
     assert_eq!(
-        sim.stats().calls_with(MEDIA, 429),
+        sim.stats().count_status(MEDIA, 429),
         1,
         "no call after the 429"
     );

@@ -134,7 +134,7 @@ async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
     assert_eq!(report.unmanaged, 1);
     // 131 PIM assets come in two pages of at most 100: one DAM fetch per page.
     assert_eq!(report.dam_calls, 2);
-    assert_eq!(dam.stats().calls_to("GET /generic/assets"), 2);
+    assert_eq!(dam.stats().count("GET /generic/assets"), 2);
     assert_eq!(report.deletions_enqueued, 7);
     assert_eq!(PollMetrics::get(&metrics.deletions_enqueued), 7);
     let events = queue.drain();
