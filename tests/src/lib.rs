@@ -125,3 +125,5 @@ pub fn consumer_fields(n: usize, title: &str) -> serde_json::Value {
         "colors": ["red"],
     })
 }
+
+pub mod pipeline;

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
+use url::Url;
 
 use super::client::{AkeneoClient, Page};
 use super::error::AkeneoError;
@@ -320,13 +321,30 @@ impl AkeneoClient {
         search: Option<&serde_json::Value>,
         deadline: Instant,
     ) -> impl Stream<Item = Result<Vec<StoredAsset>, AkeneoError>> + 'a {
-        let mut first = self.url(&["asset-families", family, "assets"]);
+        let mut first = self.assets_url(family);
         if let Some(search) = search {
             first
                 .query_pairs_mut()
                 .append_pair("search", &search.to_string());
         }
-        futures::stream::try_unfold(Some(first), move |next| async move {
+        self.asset_pages(first, deadline)
+            .map(|page| page.map(|(items, _)| items))
+    }
+
+    /// The first-page URL of a family's asset list, where [`Self::asset_pages`] starts.
+    pub fn assets_url(&self, family: &str) -> Url {
+        self.url(&["asset-families", family, "assets"])
+    }
+
+    /// Asset pages from `from` (a first-page URL, or a `_links.next` kept from an earlier
+    /// walk, so a long walk can resume), each with the link to the page after it (`None` on
+    /// the last). Links to another host are refused.
+    pub fn asset_pages<'a>(
+        &'a self,
+        from: Url,
+        deadline: Instant,
+    ) -> impl Stream<Item = Result<(Vec<StoredAsset>, Option<Url>), AkeneoError>> + 'a {
+        futures::stream::try_unfold(Some(from), move |next| async move {
             let Some(url) = next else { return Ok(None) };
             let page: Page<StoredAsset> = self
                 .get_json(url, "GET /asset-families/{family}/assets", deadline)
@@ -341,7 +359,8 @@ impl AkeneoClient {
             if page.embedded.items.is_empty() {
                 return Ok(None);
             }
-            Ok(Some((page.embedded.items, next)))
+            let after = next.clone();
+            Ok(Some(((page.embedded.items, after), next)))
         })
     }
 }

@@ -27,8 +27,10 @@ use crate::store::{Advance, Clock, Cursor, CursorStore, LeaseStore, StateError, 
 
 mod memory;
 mod settings;
+mod sweep;
 
 pub use memory::MemorySource;
+pub use sweep::{CodePage, PimCodes, SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
 
 pub use settings::{PollerSettings, SettingsError};
 
@@ -57,9 +59,28 @@ impl Mode {
     }
 }
 
+/// What one invocation of the poller Lambda does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// A poll run of this mode.
+    Poll(Mode),
+    /// The deletion sweep (its own schedule: `{"mode":"sweep"}`).
+    Sweep,
+}
+
+impl Task {
+    /// `{"mode":"sweep"}` is the sweep; anything else is read by [`Mode::from_event`].
+    pub fn from_event(event: &serde_json::Value) -> Result<Self, UnknownMode> {
+        match event.get("mode").and_then(serde_json::Value::as_str) {
+            Some("sweep") => Ok(Task::Sweep),
+            _ => Mode::from_event(event).map(Task::Poll),
+        }
+    }
+}
+
 /// An invocation asked for a mode the poller does not have.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown poller mode {0}; expected \"incremental\" or \"backfill\"")]
+#[error("unknown poller mode {0}; expected \"incremental\", \"backfill\" or \"sweep\"")]
 pub struct UnknownMode(pub String);
 
 /// Why a run stopped. Only [`StopReason::Complete`] means the listing reached its end.
@@ -148,7 +169,10 @@ pub struct PollMetrics {
     pub dam_errors: AtomicU64,
     pub queue_errors: AtomicU64,
     pub cursor_conflicts: AtomicU64,
+    /// Change events enqueued; readable while a run is in progress (progress bars).
     pub events_enqueued: AtomicU64,
+    /// Deletions enqueued by the deletion sweep.
+    pub deletions_enqueued: AtomicU64,
 }
 
 impl PollMetrics {
@@ -279,7 +303,16 @@ impl Poller {
                     PollError::Queue { .. } => PollMetrics::bump(&self.metrics.queue_errors, 1),
                     PollError::State(_) => {}
                 }
+                // `metric` names the counter for log-based metrics and alarms ("DAM down for k
+                // runs"); the counters stay in `PollMetrics` for an exporter.
+                let metric = match &e {
+                    PollError::Dam { .. } => "PollerDamErrors",
+                    PollError::Queue { .. } => "PollerQueueErrors",
+                    PollError::State(_) => "PollerStateErrors",
+                };
                 tracing::error!(
+                    metric,
+                    value = 1,
                     cursor = %name,
                     error = %e,
                     retriable = e.is_retriable(),
@@ -559,12 +592,20 @@ pub fn change_event(asset: &DamAsset, received_at_ms: i64) -> ChangeEvent {
 
 /// `dam:id:modified_at_ms.seq`.
 pub fn dedupe_key(dam: DamKind, id: &str, version: Version) -> String {
-    let dam = match dam {
+    format!(
+        "{}:{id}:{}.{}",
+        dedupe_prefix(dam),
+        version.modified_at_ms,
+        version.seq
+    )
+}
+
+fn dedupe_prefix(dam: DamKind) -> &'static str {
+    match dam {
         DamKind::Cloudinary => "cloudinary",
         DamKind::Bynder => "bynder",
         DamKind::Generic => "generic",
-    };
-    format!("{dam}:{id}:{}.{}", version.modified_at_ms, version.seq)
+    }
 }
 
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
@@ -599,6 +640,15 @@ mod tests {
         let backfill = serde_json::json!({ "mode": "backfill" });
         assert_eq!(Mode::from_event(&backfill).unwrap(), Mode::Backfill);
         assert!(Mode::from_event(&serde_json::json!({ "mode": "full" })).is_err());
+        assert_eq!(
+            Task::from_event(&serde_json::json!({ "mode": "sweep" })).unwrap(),
+            Task::Sweep
+        );
+        assert_eq!(
+            Task::from_event(&scheduled).unwrap(),
+            Task::Poll(Mode::Incremental)
+        );
+        assert!(Task::from_event(&serde_json::json!({ "mode": "full" })).is_err());
     }
 
     #[test]

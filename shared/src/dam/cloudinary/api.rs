@@ -13,6 +13,7 @@
 //! Version = (`last_updated.updated_at`, `version`). Both have second granularity at best,
 //! so two edits within one second compare equal.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -53,6 +54,11 @@ pub struct CloudinaryApiSettings {
     /// `context`, `tags`, `metadata` (searching with `metadata` may need Search API tier 2
     /// [verify]). Fetches always ask for all three.
     pub search_with_fields: Vec<String>,
+    /// Stop calling (answer `RateLimited` until the budget's reset) once the Admin API budget
+    /// left, as the last `X-FeatureRateLimit-Remaining` said, is at or below this. The poller
+    /// sets it so that its listings leave that many calls per hour to the consumer's fetches.
+    /// Default 0: spend the whole budget.
+    pub min_remaining: u64,
 }
 
 impl CloudinaryApiSettings {
@@ -70,6 +76,7 @@ impl CloudinaryApiSettings {
             fetch_batch: MAX_FETCH_IDS,
             scope_expression: None,
             search_with_fields: ["context", "tags", "metadata"].map(String::from).to_vec(),
+            min_remaining: 0,
         }
     }
 }
@@ -78,6 +85,14 @@ impl CloudinaryApiSettings {
 pub struct CloudinaryApi {
     http: reqwest::Client,
     settings: CloudinaryApiSettings,
+    /// The budget left and when it refills, from the last answer's headers.
+    budget: Arc<Mutex<Option<BudgetSeen>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BudgetSeen {
+    remaining: u64,
+    reset: Option<SystemTime>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +115,52 @@ impl CloudinaryApi {
         Ok(Self {
             http: http_client(settings.timeout)?,
             settings,
+            budget: Arc::default(),
         })
+    }
+
+    /// The Admin API budget left as of the last answer, if it said.
+    pub fn remaining(&self) -> Option<u64> {
+        self.budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|b| b.remaining)
+    }
+
+    /// `RateLimited` while the budget left is at or below the reserve and has not refilled.
+    fn check_reserve(&self) -> Result<(), DamError> {
+        if self.settings.min_remaining == 0 {
+            return Ok(());
+        }
+        let mut seen = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(b) = *seen else { return Ok(()) };
+        if b.remaining > self.settings.min_remaining {
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        match b.reset {
+            // Refilled since: the next answer tells the new figure.
+            Some(reset) if reset <= now => {
+                *seen = None;
+                Ok(())
+            }
+            reset => Err(DamError::RateLimited {
+                retry_after: reset.and_then(|r| r.duration_since(now).ok()),
+            }),
+        }
+    }
+
+    fn record_budget(&self, headers: &HeaderMap) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(remaining) =
+            header("x-featureratelimit-remaining").and_then(|v| v.trim().parse().ok())
+        else {
+            return;
+        };
+        let reset =
+            header("x-featureratelimit-reset").and_then(|v| httpdate::parse_http_date(v).ok());
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(BudgetSeen { remaining, reset });
     }
 
     fn url(&self, tail: &[&str]) -> Url {
@@ -110,6 +170,7 @@ impl CloudinaryApi {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, DamError> {
+        self.check_reserve()?;
         let resp = req
             .basic_auth(
                 &self.settings.api_key,
@@ -119,6 +180,7 @@ impl CloudinaryApi {
             .await
             .map_err(transport_error)?;
         let headers = resp.headers().clone();
+        self.record_budget(&headers);
         read_json(resp).await.map_err(|e| with_reset(e, &headers))
     }
 

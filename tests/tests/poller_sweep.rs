@@ -1,0 +1,265 @@
+//! The deletion sweep against both simulators: DAM deletions whose webhooks never arrived are
+//! found by comparing the PIM's codes with the DAM, enqueued, and applied by the consumer under
+//! the mapping's delete policy; PIM assets the connector did not write are left alone.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dam_sim::{DamSim, DamSimConfig, Faults};
+use dam_sync_tests::pipeline::SIM_MAPPING;
+use dam_sync_tests::{akeneo_caps, packshot, pim_config, start_pim};
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::akeneo::{AkeneoClient, Limits};
+use shared::consumer::{Consumer, InboundMessage};
+use shared::dam::ChangeKind;
+use shared::dam::generic::api::{GenericApi, GenericApiSettings};
+use shared::mapping::Mapping;
+use shared::poller::{
+    PollMetrics, Poller, PollerSettings, StopReason, SweepError, SweepPorts, SweepSettings, Sweeper,
+};
+use shared::queue::dlq::MemoryDeadLetters;
+use shared::queue::{ChangeQueue, MemoryChangeQueue};
+use shared::store::{CursorStore, MemoryStore};
+
+async fn consume(queue: &MemoryChangeQueue, consumer: &Consumer) {
+    let messages: Vec<InboundMessage> = queue
+        .drain()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| InboundMessage {
+            id: format!("m{i}"),
+            body: serde_json::to_string(e).unwrap(),
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let outcome = consumer.process(messages, deadline).await;
+    assert!(outcome.retry.is_empty(), "{outcome:?}");
+    assert!(outcome.dead_lettered.is_empty(), "{outcome:?}");
+}
+
+async fn pim_codes(base: &str) -> Vec<String> {
+    let stored: Vec<Value> = reqwest::get(format!("{base}/_sim/assets/packshot"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut codes: Vec<String> = stored
+        .iter()
+        .map(|a| a["code"].as_str().unwrap().to_owned())
+        .collect();
+    codes.sort();
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
+    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let ids = dam.generate(130, 9);
+    let pim = start_pim(akeneo_caps()).await;
+    let source = Arc::new(
+        GenericApi::new(GenericApiSettings::new(
+            url::Url::parse(&dam.generic_base_url()).unwrap(),
+            SecretString::from(dam.config().generic_token.clone()),
+        ))
+        .unwrap(),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(MemoryChangeQueue::new());
+    let mapping = Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").unwrap());
+    let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
+    let consumer = Consumer::new(
+        store.clone(),
+        mapping.clone(),
+        client.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(source.clone());
+
+    // Sync the catalogue, then add a PIM asset of the same family by hand.
+    let poller = Poller::new(
+        source.clone(),
+        queue.clone(),
+        store.clone(),
+        store.clone(),
+        PollerSettings::default(),
+    );
+    let now = SystemTime::now();
+    let r = poller
+        .backfill(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(r.events_enqueued, 130);
+    consume(&queue, &consumer).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let manual = packshot(999_001);
+    let outcome = client
+        .upsert_assets("packshot", &[manual.clone()], deadline)
+        .await;
+    assert_eq!(outcome.failures().count(), 0);
+    assert_eq!(pim_codes(&pim.base_url()).await.len(), 131);
+
+    // Seven DAM deletions whose webhooks were lost (nobody is subscribed).
+    let gone: Vec<String> = ids.iter().step_by(19).cloned().collect();
+    assert_eq!(gone.len(), 7);
+    for id in &gone {
+        assert!(dam.delete(id));
+    }
+    dam.reset_stats();
+
+    let metrics = Arc::new(PollMetrics::default());
+    let sweeper = Sweeper::new(
+        SweepPorts {
+            pim: client.clone(),
+            source: source.clone(),
+            states: store.clone(),
+            queue: queue.clone(),
+            cursors: store.clone(),
+            leases: store.clone(),
+        },
+        mapping.clone(),
+        SweepSettings::default(),
+    )
+    .with_metrics(metrics.clone());
+    let now = SystemTime::now();
+    let report = sweeper
+        .run(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Some(StopReason::Complete));
+    assert_eq!(report.families, vec!["packshot".to_string()]);
+    assert_eq!(report.pim_assets, 131);
+    assert_eq!(report.managed, 130);
+    assert_eq!(report.unmanaged, 1);
+    // 131 PIM assets come in two pages of at most 100: one DAM fetch per page.
+    assert_eq!(report.dam_calls, 2);
+    assert_eq!(dam.stats().count("GET /generic/assets"), 2);
+    assert_eq!(report.deletions_enqueued, 7);
+    assert_eq!(PollMetrics::get(&metrics.deletions_enqueued), 7);
+    let events = queue.drain();
+    assert!(events.iter().all(|e| e.kind == ChangeKind::Delete));
+    let mut queued: Vec<String> = events.iter().map(|e| e.asset_id.clone()).collect();
+    queue.enqueue(&events).await.unwrap();
+    queued.sort();
+    let mut expected = gone.clone();
+    expected.sort();
+    assert_eq!(queued, expected);
+
+    // The consumer applies the delete policy: exactly the lost assets leave the PIM.
+    consume(&queue, &consumer).await;
+    let codes = pim_codes(&pim.base_url()).await;
+    assert_eq!(codes.len(), 124);
+    assert!(codes.contains(&manual.code), "the hand-made asset stays");
+    for id in &gone {
+        assert!(!codes.contains(id), "{id} still in the PIM");
+    }
+
+    // Nothing left to delete; a DAM outage fails the sweep with a retriable error.
+    let again = sweeper
+        .run(
+            SystemTime::now(),
+            SystemTime::now() + Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.deletions_enqueued, 0);
+    assert_eq!(again.managed, 123);
+    dam.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let err = sweeper
+        .run(
+            SystemTime::now(),
+            SystemTime::now() + Duration::from_secs(600),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SweepError::Dam(_)), "{err}");
+    assert!(err.is_retriable());
+    assert_eq!(PollMetrics::get(&metrics.dam_errors), 1);
+    assert!(queue.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_stops_at_its_dam_call_budget() {
+    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let ids = dam.generate(150, 4);
+    let pim = start_pim(akeneo_caps()).await;
+    let source = Arc::new(
+        GenericApi::new(GenericApiSettings::new(
+            url::Url::parse(&dam.generic_base_url()).unwrap(),
+            SecretString::from(dam.config().generic_token.clone()),
+        ))
+        .unwrap(),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(MemoryChangeQueue::new());
+    let mapping = Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").unwrap());
+    let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
+    let consumer = Consumer::new(
+        store.clone(),
+        mapping.clone(),
+        client.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(source.clone());
+    let poller = Poller::new(
+        source.clone(),
+        queue.clone(),
+        store.clone(),
+        store.clone(),
+        PollerSettings::default(),
+    );
+    let now = SystemTime::now();
+    poller
+        .backfill(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    consume(&queue, &consumer).await;
+    for id in &ids {
+        dam.delete(id);
+    }
+    let sweeper = Sweeper::new(
+        SweepPorts {
+            pim: client,
+            source,
+            states: store.clone(),
+            queue: queue.clone(),
+            cursors: store.clone(),
+            leases: store.clone(),
+        },
+        mapping,
+        SweepSettings {
+            max_dam_calls: 1,
+            ..SweepSettings::default()
+        },
+    );
+    let report = sweeper
+        .run(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Some(StopReason::Budget));
+    assert_eq!(report.dam_calls, 1);
+    assert_eq!(report.deletions_enqueued, 100, "one PIM page was checked");
+    assert!(report.position_saved);
+    let saved = store.get("sweep").await.unwrap().unwrap();
+    assert!(saved.page_token.is_some());
+    assert_eq!(queue.len(), 100);
+    consume(&queue, &consumer).await;
+
+    // The next run resumes at the second PIM page instead of starting over.
+    let next = sweeper
+        .run(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(next.stop, Some(StopReason::Complete), "{next:?}");
+    assert!(next.resumed);
+    assert!(!next.position_saved);
+    assert_eq!(next.pim_assets, 50);
+    assert_eq!(next.deletions_enqueued, 50);
+    consume(&queue, &consumer).await;
+    assert!(pim_codes(&pim.base_url()).await.is_empty());
+    assert_eq!(store.get("sweep").await.unwrap().unwrap().page_token, None);
+}
