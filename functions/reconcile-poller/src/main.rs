@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use secrecy::SecretString;
 use shared::dam::AssetSource;
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
@@ -41,7 +41,8 @@ fn dam_source() -> Result<Arc<dyn AssetSource>, Error> {
     }
 }
 
-/// One invocation: the payload picks the mode, the run report is the answer.
+/// One invocation: the payload picks the mode, the run report is the answer; the run's
+/// metrics go to stdout (EMF).
 async fn handle(
     poller: &Poller,
     payload: &serde_json::Value,
@@ -49,13 +50,14 @@ async fn handle(
     deadline: SystemTime,
 ) -> Result<serde_json::Value, Error> {
     let mode = Mode::from_event(payload)?;
-    let report = poller.run_mode(mode, now, deadline).await?;
-    Ok(serde_json::to_value(report)?)
+    let result = poller.run_mode(mode, now, deadline).await;
+    shared::observability::emit_poller(mode, &result, now);
+    Ok(serde_json::to_value(result?)?)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    shared::observability::init_logging();
     let settings = PollerSettings::from_lookup(env)?;
     let source = dam_source()?;
     let queue = Arc::new(SqsChangeQueue::from_env(required("QUEUE_URL")?).await);

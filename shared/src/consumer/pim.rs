@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
+use crate::akeneo::{AkeneoClient, AkeneoError, Asset, CallCounts, FamilyStructure, ItemOutcome};
 
 /// What the consumer needs from the PIM. Errors are [`AkeneoError`], the PIM boundary's one
 /// error type, which knows whether a later attempt can succeed.
@@ -36,6 +36,11 @@ pub trait PimWriter: Send + Sync {
 
     /// Deletes an asset; an asset already gone is not an error.
     async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError>;
+
+    /// Cumulative HTTP call counters for metrics, when the adapter keeps them.
+    fn call_counts(&self) -> Option<CallCounts> {
+        None
+    }
 }
 
 #[async_trait]
@@ -78,5 +83,9 @@ impl PimWriter for AkeneoClient {
 
     async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError> {
         self.delete_asset(family, code, deadline).await.map(|_| ())
+    }
+
+    fn call_counts(&self) -> Option<CallCounts> {
+        Some(AkeneoClient::call_counts(self))
     }
 }
