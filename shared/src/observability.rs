@@ -354,7 +354,10 @@ pub fn poller_metrics(
         metric::POLL_RATE_LIMITED,
         matches!(stop, Some(StopReason::RateLimited { .. })),
     )
-    .flag(metric::POLL_LEASE_HELD, stop == Some(&StopReason::LeaseHeld));
+    .flag(
+        metric::POLL_LEASE_HELD,
+        stop == Some(&StopReason::LeaseHeld),
+    );
     if let Some(r) = report {
         m.count(metric::POLL_PAGES, u64::from(r.pages))
             .count(metric::POLL_DAM_CALLS, u64::from(r.dam_calls))
@@ -430,6 +433,8 @@ where
             }
         }
         event.record(&mut JsonVisitor(&mut line));
+        // Some library events carry only fields; the format always has a message.
+        line.entry("message").or_insert_with(|| Value::from(""));
         line.insert("target".into(), Value::from(meta.target()));
         writeln!(writer, "{}", Value::Object(line))
     }

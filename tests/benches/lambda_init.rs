@@ -60,7 +60,9 @@ fn main() {
     let mapping = mapping.path().display().to_string();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
-    println!("init time: process start -> first GET /2018-06-01/runtime/invocation/next, {runs} runs");
+    println!(
+        "init time: process start -> first GET /2018-06-01/runtime/invocation/next, {runs} runs"
+    );
     for function in FUNCTIONS {
         let binary = function_binary(function);
         let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);

@@ -128,7 +128,9 @@ pub fn validate(line: &str) -> Result<Value, String> {
                     .as_str()
                     .ok_or(format!("unit of `{name}` is not a string"))?;
                 if !UNITS.contains(&unit) {
-                    return Err(format!("unit `{unit}` of `{name}` is not a CloudWatch unit"));
+                    return Err(format!(
+                        "unit `{unit}` of `{name}` is not a CloudWatch unit"
+                    ));
                 }
             }
             if let Some(res) = m.get("StorageResolution")
@@ -166,11 +168,20 @@ mod tests {
         validate(GOOD).unwrap();
         let broken = [
             (GOOD.replace("1700000000000", "1700000000"), "milliseconds"),
-            (GOOD.replace(r#""Function":"f","#, ""), "dimension `Function`"),
-            (GOOD.replace(r#""Function":"f""#, r#""Function":3"#), "dimension"),
+            (
+                GOOD.replace(r#""Function":"f","#, ""),
+                "dimension `Function`",
+            ),
+            (
+                GOOD.replace(r#""Function":"f""#, r#""Function":3"#),
+                "dimension",
+            ),
             (GOOD.replace(r#""A":1,"#, ""), "metric `A` has no"),
             (GOOD.replace(r#""A":1"#, r#""A":"1""#), "metric `A` is not"),
-            (GOOD.replace(r#""Unit":"Count""#, r#""Unit":"Things""#), "unit"),
+            (
+                GOOD.replace(r#""Unit":"Count""#, r#""Unit":"Things""#),
+                "unit",
+            ),
             (GOOD.replace(r#""Namespace":"N","#, ""), "Namespace"),
             (GOOD.replace("[1,2.5]", "[1,\"x\"]"), "non-number"),
             (format!("x{GOOD}"), "not JSON"),

@@ -403,8 +403,9 @@ async fn gateway(State(function): State<Arc<RuntimeApi>>, request: Request) -> R
             (status, out, bytes).into_response()
         }
         // API Gateway answers 500 when the integration fails.
-        Outcome::Error { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-            .into_response(),
+        Outcome::Error { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+        }
     }
 }
 

@@ -12,7 +12,9 @@ use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::{Credentials, Region};
 use dam_sim::{DamSim, DamSimConfig, DeliveryKnobs, Faults, WebhookKind};
 use dam_sync_tests::emf;
-use dam_sync_tests::lambda::{FunctionProcess, HttpApi, RuntimeApi, function_binary, http_api_event};
+use dam_sync_tests::lambda::{
+    FunctionProcess, HttpApi, RuntimeApi, function_binary, http_api_event,
+};
 use dam_sync_tests::{CONSUMER_MAPPING, akeneo_caps, consumer_fields, start_pim};
 use serde_json::{Value, json};
 use shared::observability::{NAMESPACE, metric};
@@ -109,7 +111,10 @@ fn json_lines(process: &FunctionProcess) -> Vec<Value> {
             let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
                 panic!("stdout line is not JSON ({e}): {line}");
             });
-            assert!(value.is_object(), "stdout line is not a JSON object: {line}");
+            assert!(
+                value.is_object(),
+                "stdout line is not a JSON object: {line}"
+            );
             value
         })
         .collect()
@@ -150,8 +155,7 @@ fn log_lines(process: &FunctionProcess) -> Vec<Value> {
         );
         let ts = line["timestamp"].as_str().unwrap_or_default();
         assert!(
-            time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                .is_ok(),
+            time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_ok(),
             "timestamp is not RFC 3339: {line}"
         );
         assert!(line.get("message").is_some(), "{line}");
@@ -190,7 +194,9 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
     // The PIM and the DAM.
     let pim = start_pim(akeneo_caps()).await;
     let (client_id, client_secret, username, password) = pim.credentials();
-    let dam = DamSim::start(DamSimConfig::default()).await.expect("dam-sim");
+    let dam = DamSim::start(DamSimConfig::default())
+        .await
+        .expect("dam-sim");
     let dam_token = dam.config().generic_token.clone();
     let webhook_secret = dam.config().generic_webhook_secret.clone();
     let mapping = tempfile::NamedTempFile::new().expect("temp file");
@@ -241,8 +247,14 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
     );
     let mut init = HashMap::new();
     init.insert("webhook-ingest", ingest.init_time(&ingest_api, LONG).await);
-    init.insert("asset-consumer", consumer.init_time(&consumer_api, LONG).await);
-    init.insert("reconcile-poller", poller.init_time(&poller_api, LONG).await);
+    init.insert(
+        "asset-consumer",
+        consumer.init_time(&consumer_api, LONG).await,
+    );
+    init.insert(
+        "reconcile-poller",
+        poller.init_time(&poller_api, LONG).await,
+    );
     for (name, took) in &init {
         println!("init {name}: {} ms", took.as_millis());
     }
@@ -323,7 +335,10 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
         .response();
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     acknowledge(&sqs, &queue_url, &records, &answer).await;
-    assert!(pim.asset("packshot", "rt_2").is_some(), "rt_2 reached the PIM");
+    assert!(
+        pim.asset("packshot", "rt_2").is_some(),
+        "rt_2 reached the PIM"
+    );
 
     // DAM down: the run fails, and says so in its metrics.
     dam.set_faults(Faults {
@@ -349,7 +364,9 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
     assert_eq!(synced[0]["dam"], "generic");
     assert_eq!(synced[1]["outcome"], "stale");
     assert!(
-        synced[0]["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        synced[0]["requestId"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
         "{}",
         synced[0]
     );

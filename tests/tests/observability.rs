@@ -208,11 +208,9 @@ fn a_dam_outage_and_a_held_lease_are_not_successes() {
 
 #[test]
 fn each_webhook_delivery_is_counted_by_status_class() {
-    for (status, queued, accepted, rejected, failed) in [
-        (202, 3, 1, 0, 0),
-        (401, 0, 0, 1, 0),
-        (503, 0, 0, 0, 1),
-    ] {
+    for (status, queued, accepted, rejected, failed) in
+        [(202, 3, 1, 0, 0), (401, 0, 0, 1, 0), (503, 0, 0, 0, 1)]
+    {
         let response = IngestResponse {
             status,
             body: String::new(),

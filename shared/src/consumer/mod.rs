@@ -634,8 +634,7 @@ impl Consumer {
                 };
                 // DAM modified time → PIM write, measured when the write is recorded.
                 let fresh = matches!((&fate, done), (Fate::Done(_), Done::Synced)).then(|| {
-                    u64::try_from(state.updated_at_ms - p.asset.version.modified_at_ms)
-                        .unwrap_or(0)
+                    u64::try_from(state.updated_at_ms - p.asset.version.modified_at_ms).unwrap_or(0)
                 });
                 (p.idx, fate, fresh)
             })
@@ -723,7 +722,11 @@ impl Consumer {
                 span,
             });
         }
-        let settled = batch.changes.into_iter().zip(batch.fates).zip(batch.families);
+        let settled = batch
+            .changes
+            .into_iter()
+            .zip(batch.fates)
+            .zip(batch.families);
         for ((change, fate), family) in settled {
             let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
             let span = tracing::info_span!(

@@ -538,7 +538,10 @@ async fn the_outcome_counts_dead_letters_sent_and_freshness_per_synced_asset() {
         )
         .await;
     assert_eq!(out.report.synced, 1);
-    assert_eq!(out.report.dead_letters_sent, 2, "the poison and the refused asset");
+    assert_eq!(
+        out.report.dead_letters_sent, 2,
+        "the poison and the refused asset"
+    );
     assert_eq!(out.freshness_ms.len(), 1, "one sample per synced asset");
     assert!(
         (5_000..65_000).contains(&out.freshness_ms[0]),
@@ -591,10 +594,10 @@ async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
     h.pim.refuse.lock().unwrap().push("bad".into());
     let buffer = LogBuffer::default();
     let writer = buffer.clone();
-    let subscriber = crate::observability::subscriber(
-        tracing_subscriber::EnvFilter::new("info"),
-        move || writer.clone(),
-    );
+    let subscriber =
+        crate::observability::subscriber(tracing_subscriber::EnvFilter::new("info"), move || {
+            writer.clone()
+        });
     let _default = tracing::subscriber::set_default(subscriber);
     let poison = InboundMessage {
         id: "p".into(),
