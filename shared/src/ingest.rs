@@ -27,6 +27,8 @@ pub struct IngestResponse {
     pub status: u16,
     /// JSON.
     pub body: String,
+    /// Change events queued by this delivery (for metrics).
+    pub queued: usize,
 }
 
 impl IngestResponse {
@@ -34,6 +36,7 @@ impl IngestResponse {
         Self {
             status,
             body: format!(r#"{{"error":"{code}"}}"#),
+            queued: 0,
         }
     }
 }
@@ -184,6 +187,7 @@ impl IngestService {
                 return IngestResponse {
                     status: 200,
                     body: r#"{"status":"handled"}"#.into(),
+                    queued: 0,
                 };
             }
             Err(error) => {
@@ -196,11 +200,14 @@ impl IngestService {
                 return IngestResponse::error(status, code);
             }
         };
+        // The asset ids, so "why did asset X not sync" can start from its webhook.
+        let dam_ids = asset_ids(&events);
         if !events.is_empty()
             && let Err(error) = self.queue.enqueue(&events).await
         {
             tracing::error!(
                 dam,
+                %dam_ids,
                 events = events.len(),
                 retriable = error.is_retriable(),
                 reason = %error,
@@ -208,12 +215,27 @@ impl IngestService {
             );
             return IngestResponse::error(503, "unavailable");
         }
-        tracing::info!(dam, queued = events.len(), "webhook accepted");
+        tracing::info!(dam, %dam_ids, queued = events.len(), "webhook accepted");
         IngestResponse {
             status: 202,
             body: format!(r#"{{"status":"accepted","queued":{}}}"#, events.len()),
+            queued: events.len(),
         }
     }
+}
+
+/// The first asset ids of a delivery, comma-separated (a log field, bounded in size).
+fn asset_ids(events: &[crate::dam::ChangeEvent]) -> String {
+    const SHOWN: usize = 20;
+    let mut ids: Vec<&str> = events
+        .iter()
+        .take(SHOWN)
+        .map(|e| e.asset_id.as_str())
+        .collect();
+    if events.len() > SHOWN {
+        ids.push("...");
+    }
+    ids.join(",")
 }
 
 /// Cloudinary and Standard Webhooks post JSON; SNS posts `text/plain; charset=UTF-8`.

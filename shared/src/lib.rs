@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod dam;
 pub mod ingest;
 pub mod mapping;
+pub mod observability;
 pub mod poller;
 pub mod queue;
 pub mod store;

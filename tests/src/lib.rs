@@ -1,6 +1,9 @@
 //! Helpers shared by the end-to-end tests and benchmarks: start the simulators, build real
 //! clients pointed at them, generate valid assets.
 
+pub mod emf;
+pub mod lambda;
+
 use akeneo_sim::{AkeneoSim, Faults, SimConfig, SimHandle};
 use secrecy::SecretString;
 use serde_json::json;

@@ -179,6 +179,11 @@ pub fn deadline_instant(deadline: SystemTime) -> Instant {
 
 /// Handles one SQS event. Never fails: per-message problems are in the response.
 pub async fn handle(consumer: &Consumer, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    to_response(&process(consumer, event, deadline).await)
+}
+
+/// Runs the pipeline on one SQS event and logs the batch's counters.
+pub async fn process(consumer: &Consumer, event: SqsEvent, deadline: Instant) -> BatchOutcome {
     let outcome = consumer.process(to_messages(event), deadline).await;
     let r = &outcome.report;
     lambda_runtime::tracing::info!(
@@ -195,7 +200,7 @@ pub async fn handle(consumer: &Consumer, event: SqsEvent, deadline: Instant) -> 
         dead_lettered = outcome.dead_lettered.len(),
         "Batch processed."
     );
-    to_response(&outcome)
+    outcome
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use asset_consumer::{Settings, default_mapping_path, handle};
+use asset_consumer::{Settings, default_mapping_path, process, to_response};
 use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::akeneo::{AkeneoClient, AkeneoConfig};
 use shared::consumer::{Consumer, ConsumerSettings};
 use shared::mapping::Mapping;
@@ -14,7 +14,7 @@ use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    shared::observability::init_logging();
     let settings = Settings::from_lookup(|name| std::env::var(name).ok(), default_mapping_path())?;
     let mapping = Mapping::from_path(&settings.mapping_path)?;
     let akeneo = AkeneoConfig::from_env()?;
@@ -44,7 +44,9 @@ async fn main() -> Result<(), Error> {
         let consumer = Arc::clone(&consumer);
         async move {
             let deadline = asset_consumer::deadline_instant(event.context.deadline());
-            Ok::<_, Error>(handle(&consumer, event.payload, deadline).await)
+            let outcome = process(&consumer, event.payload, deadline).await;
+            shared::observability::emit_consumer(&outcome);
+            Ok::<_, Error>(to_response(&outcome))
         }
     }))
     .await

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::{Error, LambdaEvent, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use secrecy::SecretString;
 use shared::akeneo::{AkeneoClient, AkeneoConfig};
 use shared::dam::AssetSource;
@@ -111,7 +111,8 @@ struct Tasks {
     sweeper: Option<Sweeper>,
 }
 
-/// One invocation: the payload picks the task, its report is the answer.
+/// One invocation: the payload picks the task, its report is the answer; a poll's metrics go
+/// to stdout (EMF).
 async fn handle(
     tasks: &Tasks,
     payload: &serde_json::Value,
@@ -120,8 +121,9 @@ async fn handle(
 ) -> Result<serde_json::Value, Error> {
     match Task::from_event(payload)? {
         Task::Poll(mode) => {
-            let report = tasks.poller.run_mode(mode, now, deadline).await?;
-            Ok(serde_json::to_value(report)?)
+            let result = tasks.poller.run_mode(mode, now, deadline).await;
+            shared::observability::emit_poller(mode, &result, now);
+            Ok(serde_json::to_value(result?)?)
         }
         Task::Sweep => {
             let sweeper = tasks.sweeper.as_ref().ok_or(
@@ -135,7 +137,7 @@ async fn handle(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    shared::observability::init_logging();
     let settings = PollerSettings::from_lookup(env)?;
     let source = dam_source(env)?;
     let queue = Arc::new(SqsChangeQueue::from_env(required(&env, "QUEUE_URL")?).await);

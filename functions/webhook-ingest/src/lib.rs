@@ -6,11 +6,16 @@ use std::time::SystemTime;
 use lambda_http::http::HeaderValue;
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, Response};
-use shared::ingest::{Bytes, IngestConfig, IngestService, env as names};
+use shared::ingest::{Bytes, IngestConfig, IngestResponse, IngestService, env as names};
 
 /// Maps one API Gateway request to the ingest service and back. lambda_http has already
 /// decoded a base64 body (`isBase64Encoded`), so the bytes are exactly what the DAM signed.
 pub async fn handle(service: &IngestService, request: Request) -> Response<Body> {
+    to_http(respond(service, request).await)
+}
+
+/// The ingest service's answer to one API Gateway request.
+pub async fn respond(service: &IngestService, request: Request) -> IngestResponse {
     let received_at = SystemTime::now();
     let (parts, body) = request.into_parts();
     let headers = parts
@@ -27,7 +32,7 @@ pub async fn handle(service: &IngestService, request: Request) -> Response<Body>
         // `Body` is non-exhaustive; a future variant we cannot read is treated as no body.
         _ => Bytes::new(),
     };
-    let response = service
+    service
         .handle_http(
             parts.method.as_str(),
             parts.uri.path(),
@@ -35,7 +40,11 @@ pub async fn handle(service: &IngestService, request: Request) -> Response<Body>
             body,
             received_at,
         )
-        .await;
+        .await
+}
+
+/// The HTTP response API Gateway returns to the sender.
+pub fn to_http(response: IngestResponse) -> Response<Body> {
     let mut out = Response::new(Body::Text(response.body));
     *out.status_mut() = lambda_http::http::StatusCode::from_u16(response.status)
         .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -10,16 +10,8 @@ use shared::queue::sqs::{Client, SqsChangeQueue};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            // RUST_LOG when set; otherwise info, so rejections and their reasons are logged.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    // Info by default, so rejections and their reasons are logged.
+    shared::observability::init_logging();
 
     let aws = aws_config::load_from_env().await;
     let config = webhook_ingest::load_config(&aws, |name| std::env::var(name).ok()).await?;
@@ -34,7 +26,11 @@ async fn main() -> Result<(), Error> {
 
     lambda_http::run(service_fn(move |request| {
         let service = Arc::clone(&service);
-        async move { Ok::<_, Error>(webhook_ingest::handle(&service, request).await) }
+        async move {
+            let response = webhook_ingest::respond(&service, request).await;
+            shared::observability::emit_ingest(&response);
+            Ok::<_, Error>(webhook_ingest::to_http(response))
+        }
     }))
     .await
 }

@@ -89,7 +89,9 @@ pub(crate) fn error_message(body: &[u8], status: StatusCode) -> String {
 /// Counters of what this process sent, for reports and metrics.
 #[derive(Debug, Default)]
 pub struct CallStats {
+    /// HTTP attempts sent, retries included.
     pub calls: AtomicU64,
+    /// Attempts the PIM answered 429 Too Many Requests.
     pub throttled: AtomicU64,
     pub retries: AtomicU64,
     pub max_in_flight: AtomicUsize,
@@ -103,6 +105,18 @@ pub struct CallCounts {
     pub throttled: u64,
     pub retries: u64,
     pub max_in_flight: usize,
+}
+
+impl CallCounts {
+    /// What happened between `earlier` and this snapshot (the high-water mark is kept).
+    pub fn since(&self, earlier: &CallCounts) -> CallCounts {
+        CallCounts {
+            calls: self.calls.saturating_sub(earlier.calls),
+            throttled: self.throttled.saturating_sub(earlier.throttled),
+            retries: self.retries.saturating_sub(earlier.retries),
+            max_in_flight: self.max_in_flight,
+        }
+    }
 }
 
 impl CallStats {

@@ -21,8 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::akeneo::{AkeneoError, FamilyStructure, ItemFailure};
+use crate::akeneo::{AkeneoError, CallCounts, FamilyStructure, ItemFailure};
 use crate::dam::{AssetSource, ChangeKind, DamAsset, DamKind, Fetched};
 use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
 use crate::queue::dlq::DeadLetters;
@@ -88,6 +89,8 @@ pub struct Report {
     pub failed: u64,
     /// Undecodable messages (dead-lettered).
     pub poison: u64,
+    /// Dead letters sent (one per poison message or dead asset, whatever its message count).
+    pub dead_letters_sent: u64,
 }
 
 /// What to tell SQS about a batch.
@@ -98,6 +101,10 @@ pub struct BatchOutcome {
     /// Message ids parked in the dead-letter queue, with the reason. Done for SQS.
     pub dead_lettered: Vec<(String, String)>,
     pub report: Report,
+    /// PIM calls made for this batch (zero when the PIM adapter keeps no counters).
+    pub pim: CallCounts,
+    /// Per asset written to the PIM: ms from its DAM modified time to the recorded write.
+    pub freshness_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +125,21 @@ enum Fate {
     Done(Done),
     Retry(String),
     Dead(String),
+}
+
+impl Fate {
+    /// The `outcome` log field.
+    fn name(&self) -> &'static str {
+        match self {
+            Fate::Done(Done::Synced) => "synced",
+            Fate::Done(Done::Unchanged) => "skipped_unchanged",
+            Fate::Done(Done::Unmapped) => "skipped_unmapped",
+            Fate::Done(Done::Stale) => "stale",
+            Fate::Done(Done::Deleted) => "deleted",
+            Fate::Retry(_) => "retry",
+            Fate::Dead(_) => "dead_letter",
+        }
+    }
 }
 
 /// A mapped asset waiting for its PIM write.
@@ -153,6 +175,9 @@ impl Pending {
 struct Batch {
     changes: Vec<AssetChange>,
     fates: Vec<Option<Fate>>,
+    /// The PIM family of each change, once known (for its log line).
+    families: Vec<Option<String>>,
+    freshness_ms: Vec<u64>,
     cutoff: Instant,
     deadline: Instant,
     media_uploaded: u64,
@@ -251,12 +276,15 @@ impl Consumer {
     /// Processes one batch. Never fails: every message ends done, dead-lettered or retried.
     pub async fn process(&self, messages: Vec<InboundMessage>, deadline: Instant) -> BatchOutcome {
         let message_count = messages.len() as u64;
+        let calls_before = self.pim.call_counts();
         let (changes, poison) = coalesce(messages);
         let cutoff = deadline
             .checked_sub(self.settings.safety_margin)
             .unwrap_or(deadline);
         let mut batch = Batch {
             fates: vec![None; changes.len()],
+            families: vec![None; changes.len()],
+            freshness_ms: Vec::new(),
             changes,
             cutoff,
             deadline,
@@ -298,7 +326,10 @@ impl Consumer {
                         Some(s) if explicit.is_some_and(|v| !is_newer(v, Some(s))) => {
                             batch.settle(idx, Fate::Done(Done::Stale));
                         }
-                        Some(s) => gone.push((idx, s.clone())),
+                        Some(s) => {
+                            batch.families[idx] = Some(s.family.clone());
+                            gone.push((idx, s.clone()));
+                        }
                     }
                 }
                 None => batch.settle(idx, Fate::Retry("no DAM state read".into())),
@@ -313,6 +344,13 @@ impl Consumer {
                 });
                 let change = &batch.changes[idx];
                 let state = states.get(&(change.dam, change.asset_id.clone()));
+                match &outcome {
+                    MapOutcome::Mapped(m) => batch.families[idx] = Some(m.family.clone()),
+                    MapOutcome::Invalid { family, .. } => {
+                        batch.families[idx] = Some(family.clone());
+                    }
+                    MapOutcome::Skipped { .. } => {}
+                }
                 match outcome {
                     MapOutcome::Skipped { .. } => match state {
                         Some(s) if !s.is_detached() => left.push((idx, asset, s.clone())),
@@ -363,7 +401,11 @@ impl Consumer {
             self.leave_mapping(&mut batch, idx, &asset, &state).await;
         }
 
-        self.finish(batch, poison, message_count).await
+        let mut outcome = self.finish(batch, poison, message_count).await;
+        if let (Some(before), Some(after)) = (calls_before, self.pim.call_counts()) {
+            outcome.pim = after.since(&before);
+        }
+        outcome
     }
 
     /// The current DAM state of every change: carried assets as they are, thin upserts
@@ -639,7 +681,7 @@ impl Consumer {
     /// Records the applied versions. `Stale` is fine: a newer version is already stored. A
     /// failed write retries the message: the PIM write is idempotent.
     async fn record_all(&self, batch: &mut Batch, items: Vec<Pending>, done: Done) {
-        let results: Vec<(usize, Fate)> = futures::stream::iter(items)
+        let results: Vec<(usize, Fate, Option<u64>)> = futures::stream::iter(items)
             .map(|p| async move {
                 let state = applied_state(&p);
                 let done = match done {
@@ -650,12 +692,21 @@ impl Consumer {
                     Ok(_) => Fate::Done(done),
                     Err(error) => Fate::Retry(error.to_string()),
                 };
-                (p.idx, fate)
+                // DAM modified time → PIM write, measured when the write is recorded.
+                let fresh = matches!((&fate, done), (Fate::Done(_), Done::Synced)).then(|| {
+                    u64::try_from(state.updated_at_ms - p.asset.version.modified_at_ms).unwrap_or(0)
+                });
+                (p.idx, fate, fresh)
             })
             .buffer_unordered(self.settings.writes_in_flight.max(1))
             .collect()
             .await;
-        for (idx, fate) in results {
+        for (idx, fate, fresh) in results {
+            if batch.open(idx)
+                && let Some(ms) = fresh
+            {
+                batch.freshness_ms.push(ms);
+            }
             batch.settle(idx, fate);
         }
     }
@@ -842,8 +893,14 @@ impl Consumer {
 
     /// Sends dead letters and builds the outcome. A dead letter that cannot be sent is
     /// retried instead, so no message is acknowledged without being handled.
+    ///
+    /// Logs one line per asset (and per poison message) inside a span carrying the DAM id,
+    /// family and outcome; the dead-letter send runs in the same span.
     async fn finish(&self, batch: Batch, poison: Vec<Poison>, messages: u64) -> BatchOutcome {
-        let mut outcome = BatchOutcome::default();
+        let mut outcome = BatchOutcome {
+            freshness_ms: batch.freshness_ms,
+            ..BatchOutcome::default()
+        };
         let report = &mut outcome.report;
         report.messages = messages;
         report.assets = batch.changes.len() as u64;
@@ -851,61 +908,92 @@ impl Consumer {
         let mut letters: Vec<Letter> = Vec::new();
         for p in poison {
             report.poison += 1;
+            let span = tracing::info_span!(
+                "message",
+                message_id = %p.message.id,
+                outcome = "poison",
+            );
+            span.in_scope(|| tracing::warn!(reason = %p.reason, "Undecodable message."));
             letters.push(Letter {
                 source_id: p.message.id.clone(),
                 message_ids: vec![p.message.id],
                 body: p.message.body,
                 reason: p.reason,
+                span,
             });
         }
-        for (change, fate) in batch.changes.into_iter().zip(batch.fates) {
+        let settled = batch
+            .changes
+            .into_iter()
+            .zip(batch.fates)
+            .zip(batch.families);
+        for ((change, fate), family) in settled {
             let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
+            let span = tracing::info_span!(
+                "asset",
+                dam = crate::ingest::route_name(change.dam),
+                dam_id = %change.asset_id,
+                family = family.as_deref().unwrap_or(""),
+                outcome = fate.name(),
+                messages = change.message_ids.len(),
+                message_id = %change.source_id,
+            );
+            let _entered = span.enter();
             match fate {
-                Fate::Done(done) => match done {
-                    Done::Synced => report.synced += 1,
-                    Done::Moved => {
-                        report.synced += 1;
-                        report.moved += 1;
+                Fate::Done(done) => {
+                    match done {
+                        Done::Synced => report.synced += 1,
+                        Done::Moved => {
+                            report.synced += 1;
+                            report.moved += 1;
+                        }
+                        Done::LeftMapping => report.left_mapping += 1,
+                        Done::Unchanged => report.skipped_unchanged += 1,
+                        Done::Unmapped => report.skipped_unmapped += 1,
+                        Done::Stale => report.stale += 1,
+                        Done::Deleted => report.deleted += 1,
                     }
-                    Done::LeftMapping => report.left_mapping += 1,
-                    Done::Unchanged => report.skipped_unchanged += 1,
-                    Done::Unmapped => report.skipped_unmapped += 1,
-                    Done::Stale => report.stale += 1,
-                    Done::Deleted => report.deleted += 1,
-                },
+                    tracing::info!("Asset processed.");
+                }
                 Fate::Retry(reason) => {
                     report.failed += 1;
-                    tracing::warn!(asset = %change.asset_id, %reason, "Left for redelivery.");
+                    tracing::warn!(%reason, "Left for redelivery.");
                     outcome.retry.extend(change.message_ids);
                 }
                 Fate::Dead(reason) => {
                     report.failed += 1;
-                    tracing::warn!(asset = %change.asset_id, %reason, "Dead-lettering.");
+                    tracing::warn!(%reason, "Dead-lettering.");
                     letters.push(Letter {
                         source_id: change.source_id,
                         message_ids: change.message_ids,
                         body: change.body,
                         reason,
+                        span: span.clone(),
                     });
                 }
             }
         }
         let sent: Vec<(Letter, bool)> = futures::stream::iter(letters)
-            .map(|letter| async move {
-                let result = self
-                    .dead_letters
-                    .send(&letter.source_id, &letter.body, &letter.reason)
-                    .await;
-                if let Err(error) = &result {
-                    tracing::error!(%error, id = %letter.source_id, "Dead letter not sent.");
+            .map(|letter| {
+                let span = letter.span.clone();
+                async move {
+                    let result = self
+                        .dead_letters
+                        .send(&letter.source_id, &letter.body, &letter.reason)
+                        .await;
+                    if let Err(error) = &result {
+                        tracing::error!(%error, "Dead letter not sent; left for redelivery.");
+                    }
+                    (letter, result.is_ok())
                 }
-                (letter, result.is_ok())
+                .instrument(span)
             })
             .buffer_unordered(self.settings.writes_in_flight.max(1))
             .collect()
             .await;
         for (letter, ok) in sent {
             if ok {
+                outcome.report.dead_letters_sent += 1;
                 let reason = letter.reason;
                 outcome.dead_lettered.extend(
                     letter
@@ -927,6 +1015,8 @@ struct Letter {
     message_ids: Vec<String>,
     body: String,
     reason: String,
+    /// The asset's (or poison message's) log span.
+    span: tracing::Span,
 }
 
 /// The state to record for a written (or unchanged) asset. Only the media codes of the files

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::media::MediaFile;
-use crate::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
+use crate::akeneo::{AkeneoClient, AkeneoError, Asset, CallCounts, FamilyStructure, ItemOutcome};
 
 /// What the consumer needs from the PIM. Errors are [`AkeneoError`], the PIM boundary's one
 /// error type, which knows whether a later attempt can succeed.
@@ -41,6 +41,11 @@ pub trait PimWriter: Send + Sync {
     /// Uploads a file and returns the media-file code to write as a `media_file` value.
     async fn upload_media(&self, file: MediaFile, deadline: Instant)
     -> Result<String, AkeneoError>;
+
+    /// Cumulative HTTP call counters for metrics, when the adapter keeps them.
+    fn call_counts(&self) -> Option<CallCounts> {
+        None
+    }
 }
 
 #[async_trait]
@@ -92,5 +97,9 @@ impl PimWriter for AkeneoClient {
     ) -> Result<String, AkeneoError> {
         self.upload_media_file(&file.file_name, &file.mime, file.bytes, deadline)
             .await
+    }
+
+    fn call_counts(&self) -> Option<CallCounts> {
+        Some(AkeneoClient::call_counts(self))
     }
 }

@@ -956,3 +956,135 @@ async fn a_family_change_writes_the_new_asset_then_applies_the_old_family_policy
     assert_eq!(states["b"].family, "packshot");
     assert!(h.dlq.letters().is_empty());
 }
+
+// ---- what the metrics and logs are built from ----
+
+#[tokio::test]
+async fn the_outcome_counts_dead_letters_sent_and_freshness_per_synced_asset() {
+    let h = harness();
+    let modified = now_ms() - 5_000;
+    h.put(dam_asset("good", modified, "AB-1"));
+    h.put(dam_asset("bad", modified, "AB-2"));
+    h.pim.refuse.lock().unwrap().push("bad".into());
+    let poison = InboundMessage {
+        id: "p".into(),
+        body: "[]".into(),
+    };
+    let out = h
+        .consumer
+        .process(
+            vec![
+                poison,
+                message(0, &thin("good", modified)),
+                message(1, &thin("bad", modified)),
+            ],
+            later(),
+        )
+        .await;
+    assert_eq!(out.report.synced, 1);
+    assert_eq!(
+        out.report.dead_letters_sent, 2,
+        "the poison and the refused asset"
+    );
+    assert_eq!(out.freshness_ms.len(), 1, "one sample per synced asset");
+    assert!(
+        (5_000..65_000).contains(&out.freshness_ms[0]),
+        "{:?}",
+        out.freshness_ms
+    );
+    // The fake PIM keeps no call counters.
+    assert_eq!(out.pim, CallCounts::default());
+
+    // Recorded but not written: no freshness sample.
+    h.put(dam_asset("good", modified + 1, "AB-1"));
+    let out = h
+        .consumer
+        .process(vec![message(2, &thin("good", modified + 1))], later())
+        .await;
+    assert_eq!(out.report.skipped_unchanged, 1);
+    assert!(out.freshness_ms.is_empty());
+}
+
+#[tokio::test]
+async fn an_unsent_dead_letter_is_not_counted_as_sent() {
+    let h = harness();
+    h.dlq.set_failure(Some("throttled"));
+    let poison = InboundMessage {
+        id: "p".into(),
+        body: "[]".into(),
+    };
+    let out = h.consumer.process(vec![poison], later()).await;
+    assert_eq!(out.report.dead_letters_sent, 0);
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
+    let h = harness();
+    h.put(dam_asset("good", 1, "AB-1"));
+    h.put(dam_asset("bad", 1, "AB-2"));
+    h.pim.refuse.lock().unwrap().push("bad".into());
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber =
+        crate::observability::subscriber(tracing_subscriber::EnvFilter::new("info"), move || {
+            writer.clone()
+        });
+    let _default = tracing::subscriber::set_default(subscriber);
+    let poison = InboundMessage {
+        id: "p".into(),
+        body: "[]".into(),
+    };
+    h.consumer
+        .process(
+            vec![
+                poison,
+                message(0, &thin("good", 1)),
+                message(1, &thin("good", 1)),
+                message(2, &thin("bad", 1)),
+            ],
+            later(),
+        )
+        .await;
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let about = |id: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["dam_id"] == id).collect()
+    };
+    let good = about("good");
+    assert_eq!(good.len(), 1, "one line per asset, not per message: {text}");
+    assert_eq!(good[0]["message"], "Asset processed.");
+    assert_eq!(good[0]["level"], "INFO");
+    assert_eq!(good[0]["family"], "packshot");
+    assert_eq!(good[0]["outcome"], "synced");
+    assert_eq!(good[0]["dam"], "generic");
+    assert_eq!(good[0]["messages"], 2);
+    let bad = about("bad");
+    assert_eq!(bad.len(), 1, "{text}");
+    assert_eq!(bad[0]["outcome"], "dead_letter");
+    assert_eq!(bad[0]["level"], "WARN");
+    assert_eq!(bad[0]["family"], "packshot");
+    assert!(
+        bad[0]["reason"].as_str().unwrap().contains("product_ref"),
+        "{}",
+        bad[0]
+    );
+    let poison: Vec<_> = lines.iter().filter(|l| l["message_id"] == "p").collect();
+    assert_eq!(poison.len(), 1, "{text}");
+    assert_eq!(poison[0]["outcome"], "poison");
+}
