@@ -356,21 +356,37 @@ impl Stack {
         out
     }
 
-    /// A function's IAM statements (actions and resources, resolved).
+    /// The statements of a function's role (actions and resources, resolved): one role and
+    /// one inline policy per function.
     fn statements(&self, function: &str) -> Vec<(Vec<String>, Vec<String>)> {
         let props = self.props(function);
+        assert!(
+            props.get("Policies").is_none(),
+            "{function}: permissions belong in its role"
+        );
+        let role = scalar(&props["Role"]);
+        let role = role
+            .strip_prefix("getatt:")
+            .and_then(|r| r.strip_suffix(".Arn"))
+            .unwrap_or_else(|| panic!("{function}: Role {role} is not one of the stack's roles"));
+        assert_eq!(self.resource(role)["Type"], "AWS::IAM::Role");
+        let role_props = self.props(role);
+        assert!(
+            role_props.get("ManagedPolicyArns").is_none(),
+            "{role}: managed policies are not scoped to the stack"
+        );
+        let policies = role_props["Policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 1, "{role}: one policy per function");
         let mut out = Vec::new();
-        for policy in props["Policies"].as_array().into_iter().flatten() {
-            let statements = policy["Statement"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{function}: policies must be inline statements"));
-            for statement in statements {
-                assert_eq!(statement["Effect"], "Allow");
-                out.push((
-                    strings(&statement["Action"]),
-                    strings(&statement["Resource"]),
-                ));
-            }
+        for statement in policies[0]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(statement["Effect"], "Allow");
+            out.push((
+                strings(&statement["Action"]),
+                strings(&statement["Resource"]),
+            ));
         }
         out
     }
@@ -434,8 +450,11 @@ fn sample_secret(key: &str) -> String {
     }
 }
 
+/// Template parameter values.
+type Params<'a> = &'a [(&'a str, &'a str)];
+
 /// Parameters enabling every DAM.
-const ALL_DAMS: &[(&str, &str)] = &[
+const ALL_DAMS: Params<'static> = &[
     ("AkeneoBaseUrl", "https://pim.example.com"),
     ("CloudinaryCloudName", "acme"),
     ("BynderPortalUrl", "https://acme.bynder.com"),
@@ -605,7 +624,7 @@ fn the_template_and_its_secrets_configure_every_function_fully() {
 #[test]
 fn the_template_refuses_a_deployment_without_a_dam_exactly_when_the_consumer_would() {
     let base = ("AkeneoBaseUrl", "https://pim.example.com");
-    let cases: &[(&[(&str, &str)], Option<DamKind>)] = &[
+    let cases: &[(Params<'_>, Option<DamKind>)] = &[
         (&[base], None),
         (
             &[base, ("CloudinaryCloudName", "acme")],
@@ -626,7 +645,7 @@ fn the_template_refuses_a_deployment_without_a_dam_exactly_when_the_consumer_wou
         match dam {
             None => {
                 assert!(stack.rules_hold().is_err(), "{params:?}");
-                let err = consumer.err().expect("no DAM: the consumer must refuse");
+                let err = consumer.expect_err("no DAM: the consumer must refuse");
                 assert!(err.contains("no DAM configured"), "{err}");
             }
             Some(dam) => {
@@ -833,8 +852,30 @@ fn each_function_has_its_own_least_privilege_policy() {
             "dynamodb:DeleteItem"
         ])
     );
-    // The consumer's receive/delete rights come from SAM's SQS event source policy.
-    assert!(stack.actions_on(CONSUMER, &queue).is_empty());
+    // What the SQS event source needs to poll for the consumer.
+    assert_eq!(
+        stack.actions_on(CONSUMER, &queue),
+        set(&[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes"
+        ])
+    );
+    // Each function writes its own log group only.
+    for (function, logs) in [
+        (INGEST, "WebhookIngestLogs"),
+        (CONSUMER, "AssetConsumerLogs"),
+        (POLLER, "ReconcilePollerLogs"),
+    ] {
+        assert_eq!(
+            stack.props(function)["LoggingConfig"]["LogGroup"],
+            ref_to(logs)
+        );
+        assert_eq!(
+            stack.actions_on(function, &getatt(logs, "Arn")),
+            set(&["logs:CreateLogStream", "logs:PutLogEvents"])
+        );
+    }
 }
 
 #[test]
