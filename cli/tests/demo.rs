@@ -26,7 +26,7 @@ async fn the_demo_syncs_every_asset_and_says_the_pim_matches() {
     // Some webhooks were dropped on purpose, and the poll made up for them.
     let dropped: u64 = stdout
         .lines()
-        .find(|l| l.contains("webhooks:"))
+        .find(|l| l.trim_start().starts_with("webhooks:"))
         .and_then(|l| l.split(", ").nth(1))
         .and_then(|d| d.split_whitespace().next())
         .and_then(|n| n.parse().ok())

@@ -177,10 +177,10 @@ impl SqliteStore {
     pub async fn recent_errors(&self, limit: usize) -> Result<Vec<(i64, String, String)>, DbError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |conn, _| {
-            let mut select = conn.prepare(
-                "SELECT at_ms, source, message FROM errors ORDER BY seq DESC LIMIT ?1",
-            )?;
-            let rows = select.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let mut select = conn
+                .prepare("SELECT at_ms, source, message FROM errors ORDER BY seq DESC LIMIT ?1")?;
+            let rows =
+                select.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -277,8 +277,7 @@ impl QueueAdmin for SqliteStore {
                 let rows = select.query_map(params![limit], |r| {
                     Ok(ParkedMessage {
                         id: r.get::<_, i64>(0)?.to_string(),
-                        source_message_id: Some(r.get::<_, String>(1)?)
-                            .filter(|s| !s.is_empty()),
+                        source_message_id: Some(r.get::<_, String>(1)?).filter(|s| !s.is_empty()),
                         body: r.get(2)?,
                         reason: r.get(3)?,
                         receive_count: Some(r.get(4)?),
@@ -302,7 +301,8 @@ impl QueueAdmin for SqliteStore {
                     rows.collect::<Result<Vec<(i64, String)>, _>>()?
                         .into_iter()
                         .filter(|(seq, _)| {
-                            ids.as_ref().is_none_or(|ids| ids.contains(&seq.to_string()))
+                            ids.as_ref()
+                                .is_none_or(|ids| ids.contains(&seq.to_string()))
                         })
                         .collect()
                 };

@@ -70,8 +70,10 @@ impl SqliteStore {
 
     /// Number of assets with a recorded applied version.
     pub async fn asset_count(&self) -> Result<u64, DbError> {
-        self.call(|conn, _| Ok(conn.query_row("SELECT COUNT(*) FROM asset_state", [], |r| r.get(0))?))
-            .await
+        self.call(|conn, _| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM asset_state", [], |r| r.get(0))?)
+        })
+        .await
     }
 }
 

@@ -48,7 +48,9 @@ async fn received_messages_hide_for_the_visibility_timeout_then_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let q = store(&dir, &clock, 5);
-    q.enqueue(&[event("a"), event("b"), event("c")]).await.unwrap();
+    q.enqueue(&[event("a"), event("b"), event("c")])
+        .await
+        .unwrap();
 
     let first = q.receive(2).await.unwrap();
     assert_eq!(
@@ -72,7 +74,9 @@ async fn received_messages_hide_for_the_visibility_timeout_then_come_back() {
     // "a" is acknowledged; "b" is not and comes back after the timeout with a new receipt.
     let a = &first[0];
     assert_eq!(
-        q.ack(vec![(a.message_id.clone(), a.receipt.clone())]).await.unwrap(),
+        q.ack(vec![(a.message_id.clone(), a.receipt.clone())])
+            .await
+            .unwrap(),
         1
     );
     clock.advance(Duration::from_secs(29));
@@ -119,7 +123,10 @@ async fn messages_that_keep_failing_move_to_dead_letters_with_the_last_error() {
         .unwrap();
         clock.advance(Duration::from_secs(2));
     }
-    assert!(q.receive(10).await.unwrap().is_empty(), "third receive redrives");
+    assert!(
+        q.receive(10).await.unwrap().is_empty(),
+        "third receive redrives"
+    );
     let parked = q.dead_letters(10).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(asset_of(&parked[0].body), "poisonous");
@@ -150,10 +157,16 @@ async fn dead_letters_sent_by_the_consumer_keep_their_reason_and_replay_selectiv
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let q = store(&dir, &clock, 5);
-    q.send("m1", "{not json", "undecodable change event").await.unwrap();
-    q.send("m2", &serde_json::to_string(&event("x")).unwrap(), "422: unknown option")
+    q.send("m1", "{not json", "undecodable change event")
         .await
         .unwrap();
+    q.send(
+        "m2",
+        &serde_json::to_string(&event("x")).unwrap(),
+        "422: unknown option",
+    )
+    .await
+    .unwrap();
     let parked = q.dead_letters(10).await.unwrap();
     let reasons: Vec<_> = parked.iter().map(|p| p.reason.as_str()).collect();
     assert_eq!(reasons, ["undecodable change event", "422: unknown option"]);
@@ -189,16 +202,27 @@ async fn queued_messages_survive_reopening_the_file() {
 async fn opening_a_missing_store_names_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.db");
-    let err = SqliteStore::open_existing(&missing).unwrap_err().to_string();
-    assert!(err.contains("nope.db") && err.contains("dam-sync serve"), "{err}");
+    let err = SqliteStore::open_existing(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nope.db") && err.contains("dam-sync serve"),
+        "{err}"
+    );
     let err = SqliteStore::open(dir.path().join("no-dir/x.db"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no-dir") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("no-dir") && err.contains("does not exist"),
+        "{err}"
+    );
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
     let err = SqliteStore::open(&garbage).unwrap_err().to_string();
-    assert!(err.contains("garbage.db") && err.contains("dam-sync store"), "{err}");
+    assert!(
+        err.contains("garbage.db") && err.contains("dam-sync store"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -55,7 +55,8 @@ pub struct Replayed {
 }
 
 /// Reason shown for messages the queue itself moved (SQS redrive policy): they carry none.
-pub const NO_REASON: &str = "no reason recorded: moved by the queue's redrive policy after too many receives";
+pub const NO_REASON: &str =
+    "no reason recorded: moved by the queue's redrive policy after too many receives";
 
 #[async_trait]
 pub trait QueueAdmin: Send + Sync {
