@@ -307,6 +307,14 @@ pub async fn dlq_replay(backend: &Backend, ids: Option<Vec<String>>) -> Result<E
     })
 }
 
+/// Where a backfill queues and keeps its cursor, and how to name that backend.
+type Ports = (
+    Arc<dyn ChangeQueue>,
+    Arc<dyn CursorStore>,
+    Arc<dyn LeaseStore>,
+    String,
+);
+
 /// `dam-sync backfill`.
 pub async fn backfill(
     path: &Path,
@@ -317,12 +325,7 @@ pub async fn backfill(
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
     let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
     let settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
-    let (queue, cursors, leases, backend): (
-        Arc<dyn ChangeQueue>,
-        Arc<dyn CursorStore>,
-        Arc<dyn LeaseStore>,
-        String,
-    ) = if aws {
+    let (queue, cursors, leases, backend): Ports = if aws {
         let get = |name: &str| {
             std::env::var(name)
                 .ok()
