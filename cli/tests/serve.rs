@@ -113,3 +113,67 @@ async fn sigterm_stops_serve_cleanly() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_batch_in_progress_before_exiting() {
+    // Every PIM call takes 800 ms, so the batch is still running when SIGTERM arrives.
+    let pim = AkeneoSim::start(SimConfig {
+        faults: Faults {
+            latency_ms: (800, 800),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &pim,
+        &dam,
+        "[poller]\nenabled = false\n[consumer]\nvisibility_timeout_secs = 60\n",
+    );
+    let mut serve = Serve::start(&config, &pim_password(&pim));
+    dam.send_webhooks_to(
+        &format!("{}/webhooks/generic", serve.url),
+        WebhookKind::Generic,
+        DeliveryKnobs::default(),
+    );
+    dam.upsert("graceful_1", json!({"title": "Finished", "sku": "AB-7"}));
+    assert!(dam.flush_webhooks(Duration::from_secs(60)).await);
+    assert_eq!(dam.webhook_stats().delivered, 1);
+    wait_until("the first PIM call", Duration::from_secs(60), || {
+        pim.stats().total_calls >= 1
+    })
+    .await;
+    assert!(
+        pim.asset("packshot", "graceful_1").is_none(),
+        "batch still running"
+    );
+    let pid = serve.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, serve) = tokio::task::spawn_blocking(move || (serve.child.wait().unwrap(), serve))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        pim.asset("packshot", "graceful_1").is_some(),
+        "the batch in progress was finished"
+    );
+    drop(serve);
+    // ...and acknowledged: nothing is left to redeliver.
+    let store = embedded_store::SqliteStore::open_existing(dir.path().join("state.db")).unwrap();
+    use shared::queue::admin::QueueAdmin;
+    let depth = store.depth().await.unwrap();
+    assert_eq!(
+        (depth.visible, depth.in_flight, depth.dead_letters),
+        (0, 0, 0)
+    );
+}
