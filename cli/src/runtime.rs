@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use embedded_store::{QueueSettings, SqliteStore};
-use shared::akeneo::AkeneoClient;
-use shared::consumer::{Consumer, ConsumerSettings, InboundMessage};
+use shared::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
+use shared::consumer::{Consumer, ConsumerSettings, InboundMessage, PimWriter};
 use shared::dam::ChangeEvent;
 use shared::dam::bynder::sns::ReqwestSnsClient;
 use shared::ingest::IngestService;
@@ -54,6 +54,78 @@ impl ChangeQueue for WakingQueue {
     }
 }
 
+/// The PIM client, remembering its last retriable failure so a message left for redelivery
+/// carries the reason into the dead-letter table and `dam-sync status`.
+struct RecordingPim {
+    client: Arc<AkeneoClient>,
+    last_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl RecordingPim {
+    fn remember(&self, reason: String) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+#[async_trait]
+impl PimWriter for RecordingPim {
+    async fn structure(
+        &self,
+        family: &str,
+        deadline: Instant,
+    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
+        let result = self.client.structure(family, deadline).await;
+        if let Err(e) = &result {
+            self.remember(format!("reading family {family}: {e}"));
+        }
+        result
+    }
+
+    async fn forget_structure(&self, family: &str) {
+        PimWriter::forget_structure(&*self.client, family).await;
+    }
+
+    async fn create_options(
+        &self,
+        family: &str,
+        attribute: &str,
+        codes: &[String],
+        deadline: Instant,
+    ) -> Result<(), AkeneoError> {
+        let result = self
+            .client
+            .create_options(family, attribute, codes, deadline)
+            .await;
+        if let Err(e) = &result {
+            self.remember(format!("creating options of {family}.{attribute}: {e}"));
+        }
+        result
+    }
+
+    async fn upsert(&self, family: &str, assets: &[Asset], deadline: Instant) -> Vec<ItemOutcome> {
+        let outcomes = self.client.upsert(family, assets, deadline).await;
+        if let Some(Err(f)) = outcomes.iter().find(|o| matches!(o, Err(f) if f.retriable)) {
+            self.remember(format!("upserting to {family}: {}", f.reason()));
+        }
+        outcomes
+    }
+
+    async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError> {
+        let result = PimWriter::delete(&*self.client, family, code, deadline).await;
+        if let Err(e) = &result {
+            self.remember(format!("deleting {family}/{code}: {e}"));
+        }
+        result
+    }
+}
+
 /// Everything `serve` runs, built from one configuration.
 pub struct Runtime {
     pub store: SqliteStore,
@@ -63,6 +135,7 @@ pub struct Runtime {
     pub ingest: IngestService,
     pub stats: LoopStats,
     mapping: Arc<Mapping>,
+    recording: Arc<RecordingPim>,
     wake: Arc<Notify>,
     batch_size: usize,
     batch_window: Duration,
@@ -103,10 +176,14 @@ impl Runtime {
         let mut tuning = ConsumerSettings::default();
         // The batch must end well inside the visibility timeout, or it is delivered twice.
         tuning.safety_margin = tuning.safety_margin.min(visibility / 4);
+        let recording = Arc::new(RecordingPim {
+            client: pim.clone(),
+            last_failure: std::sync::Mutex::new(None),
+        });
         let consumer = Consumer::new(
             Arc::new(store.clone()),
             mapping.clone(),
-            pim.clone(),
+            recording.clone(),
             Arc::new(store.clone()),
         )
         .with_source(source.clone())
@@ -134,6 +211,7 @@ impl Runtime {
             ingest,
             stats: LoopStats::default(),
             mapping,
+            recording,
             wake,
             batch_size: raw.consumer.batch_size,
             batch_window: Duration::from_millis(raw.consumer.batch_window_ms),
@@ -175,7 +253,9 @@ impl Runtime {
                 body: m.body.clone(),
             })
             .collect();
+        self.recording.take();
         let outcome = self.consumer.process(messages, deadline).await;
+        let pim_failure = self.recording.take();
         let retry: HashSet<&str> = outcome.retry.iter().map(String::as_str).collect();
         let (mut again, mut done) = (Vec::new(), Vec::new());
         let mut most_receives = 1;
@@ -209,9 +289,10 @@ impl Runtime {
                 .retry_delay
                 .saturating_mul(1 << (most_receives - 1).min(16))
                 .min(self.visibility);
-            let reason =
-                "retriable failure (PIM, DAM or state store unavailable; see the serve log)";
-            self.store.retry_later(again, reason.into(), delay).await?;
+            let reason = pim_failure.unwrap_or_else(|| {
+                "retriable failure (DAM or state store unavailable; see the serve log)".into()
+            });
+            self.store.retry_later(again, reason.clone(), delay).await?;
             self.note(
                 "consumer",
                 &format!(

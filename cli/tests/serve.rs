@@ -50,14 +50,34 @@ async fn a_webhook_answered_2xx_survives_kill_9_and_lands_after_restart() {
     assert!(dam.flush_webhooks(Duration::from_secs(60)).await);
     let stats = dam.webhook_stats();
     assert_eq!((stats.delivered, stats.failed), (1, 0), "answered 2xx");
-    // The consumer has taken the message and the PIM refused it.
-    wait_until("a refused PIM call", Duration::from_secs(60), || {
-        pim.stats().server_errors_5xx >= 1
-    })
-    .await;
+    // The consumer has taken the message, the PIM refused it, and it is back for redelivery.
+    let store = embedded_store::SqliteStore::open_existing(dir.path().join("state.db")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.recent_errors(1).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pim.stats().server_errors_5xx >= 1);
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
     assert!(pim.asset("packshot", "crash_asset_1").is_none());
+    // The operator sees the message waiting and why it failed.
+    let status = common::run(common::dam_sync_command(&[
+        "status",
+        "--config",
+        config.to_str().unwrap(),
+    ]))
+    .await;
+    let stdout = common::text(&status.stdout);
+    assert!(stdout.contains("Dead letters: 0"), "{stdout}");
+    assert!(
+        stdout.contains("1 of 1 messages left for redelivery")
+            && stdout.contains("the PIM answered 500"),
+        "{stdout}"
+    );
 
     pim.set_faults(Faults::default());
     let second = Serve::start(&config, &pim_password(&pim));
