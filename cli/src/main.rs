@@ -1,12 +1,16 @@
-//! `dam-sync`: operator commands for the DAM → Akeneo connector.
+//! `dam-sync`: the single-process connector (`serve`, `demo`) and the operator commands.
 
+mod config;
+mod demo;
 mod input;
+mod ops;
 mod pim;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 const PIM_ENV_HELP: &str = "\
 PIM connection (environment):
@@ -19,6 +23,16 @@ Optional: AKENEO_MAX_IN_FLIGHT (4), AKENEO_REQUESTS_PER_SECOND (100, 0 = no paci
   AKENEO_TIMEOUT_MS (30000), AKENEO_BATCH_MAX_ITEMS (100), AKENEO_BATCH_MAX_BYTES (4194304),
   AKENEO_MAX_ATTEMPTS (8). Logs: RUST_LOG (default warn).";
 
+const BACKEND_HELP: &str = "\
+Backend: the local store with --config FILE (its [store] path) or --store PATH; otherwise
+AWS, with QUEUE_URL, DLQ_URL and TABLE_NAME (or --queue-url, --dlq-url, --table) and the usual
+AWS settings (AWS_REGION, credentials; AWS_ENDPOINT_URL for an emulator).";
+
+const CONFIG_HELP: &str = "\
+The config file (TOML) has [server] listen, [store] path, [pim], [dam], [mapping] path or
+inline, [poller] and [consumer]; secrets may be written { env = \"VARIABLE\" }. See
+examples/serve.toml.";
+
 #[derive(Parser)]
 #[command(
     name = "dam-sync",
@@ -30,11 +44,120 @@ struct Cli {
     command: Command,
 }
 
+/// Which queue and state store an operator command works on.
+#[derive(Args, Debug, Clone)]
+pub struct Backend {
+    /// Config file of `dam-sync serve`: work on its local store.
+    #[arg(long, conflicts_with = "store")]
+    pub config: Option<PathBuf>,
+    /// The local SQLite store file.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// SQS queue URL (AWS backend).
+    #[arg(long, env = "QUEUE_URL", hide_env_values = true)]
+    pub queue_url: Option<String>,
+    /// SQS dead-letter queue URL (AWS backend).
+    #[arg(long, env = "DLQ_URL", hide_env_values = true)]
+    pub dlq_url: Option<String>,
+    /// DynamoDB state table (AWS backend).
+    #[arg(long, env = "TABLE_NAME", hide_env_values = true)]
+    pub table: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the connector in one process: webhook endpoint, consumer and poller, on a local
+    /// SQLite store. Stops cleanly on SIGTERM or ctrl-c.
+    #[command(after_help = CONFIG_HELP)]
+    Serve {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a simulated DAM and PIM, sync N generated assets through signed webhooks (some
+    /// dropped on purpose) and the poller, and check that the PIM matches the DAM. Exits 0
+    /// only if it does.
+    Demo {
+        /// Assets to generate.
+        #[arg(long, default_value_t = 1000)]
+        assets: usize,
+        /// Share of webhooks the DAM drops (the poller must catch these).
+        #[arg(long, default_value_t = 0.05)]
+        drop_rate: f64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        /// No progress bar (logs and CI).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Show the poller cursors, queue depth, dead letters and the last errors.
+    #[command(after_help = BACKEND_HELP)]
+    Status {
+        #[command(flatten)]
+        backend: Backend,
+    },
+    /// List or replay dead-lettered messages.
+    #[command(subcommand, after_help = BACKEND_HELP)]
+    Dlq(DlqCommand),
+    /// Walk the whole DAM and queue every asset (resumable: run it again to continue).
+    #[command(after_help = BACKEND_HELP)]
+    Backfill {
+        /// The config file (its [dam] and [poller] settings; its store unless AWS is chosen).
+        #[arg(long)]
+        config: PathBuf,
+        /// Queue on SQS (QUEUE_URL) with cursors in DynamoDB (TABLE_NAME) instead of the
+        /// local store.
+        #[arg(long)]
+        aws: bool,
+        /// Stop after this many runs of the poller (each at most [poller] max_dam_calls pages).
+        #[arg(long, default_value_t = 10_000)]
+        max_runs: u32,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Validate the config and mapping, log in to the DAM and the PIM, check the mapping
+    /// against the PIM's families, and print what `serve` would do.
+    #[command(after_help = CONFIG_HELP)]
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Talk to the PIM directly: check the connection, push assets from a file.
     #[command(subcommand, after_help = PIM_ENV_HELP)]
     Pim(PimCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List parked messages with the reason each was parked (nothing is consumed).
+    #[command(after_help = BACKEND_HELP)]
+    List {
+        #[command(flatten)]
+        backend: Backend,
+        /// Most messages to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the message bodies too.
+        #[arg(long)]
+        bodies: bool,
+    },
+    /// Move parked messages back to the main queue: the given ids, or all with --all.
+    #[command(after_help = BACKEND_HELP)]
+    Replay {
+        #[command(flatten)]
+        backend: Backend,
+        /// Id from `dam-sync dlq list` (repeatable).
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Replay every parked message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +198,32 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { config } => runtime::serve(&config).await,
+        Command::Demo {
+            assets,
+            drop_rate,
+            timeout_secs,
+            no_progress,
+        } => demo::run(assets, drop_rate, timeout_secs, !no_progress).await,
+        Command::Status { backend } => ops::status(&backend).await,
+        Command::Dlq(DlqCommand::List {
+            backend,
+            limit,
+            bodies,
+        }) => ops::dlq_list(&backend, limit, bodies).await,
+        Command::Dlq(DlqCommand::Replay { backend, ids, all }) => {
+            ops::dlq_replay(&backend, (!all).then_some(ids)).await
+        }
+        Command::Backfill {
+            config,
+            aws,
+            max_runs,
+            no_progress,
+        } => ops::backfill(&config, aws, max_runs, !no_progress).await,
+        Command::Check {
+            config,
+            timeout_secs,
+        } => ops::check(&config, timeout_secs).await,
         Command::Pim(PimCommand::Check { timeout_secs }) => pim::check(timeout_secs).await,
         Command::Pim(PimCommand::Upsert {
             family,

@@ -18,14 +18,14 @@ pub struct Failure {
 
 impl Failure {
     /// Bad input or settings: nothing was sent.
-    fn input(message: impl Into<String>) -> Self {
+    pub fn input(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             exit_code: 2,
         }
     }
 
-    fn runtime(message: impl Into<String>) -> Self {
+    pub fn runtime(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             exit_code: 1,

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::dam::ChangeEvent;
 
+pub mod admin;
 pub mod dlq;
 pub mod sqs;
 

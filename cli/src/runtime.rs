@@ -1,0 +1,482 @@
+//! The single-process runner behind `dam-sync serve` and `dam-sync demo`: the webhook endpoint
+//! (the Lambda's `IngestService` behind axum), the consumer loop on the SQLite queue and the
+//! poller schedule, all on one [`SqliteStore`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use embedded_store::{QueueSettings, SqliteStore};
+use shared::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
+use shared::consumer::{Consumer, ConsumerSettings, InboundMessage, PimWriter};
+use shared::dam::ChangeEvent;
+use shared::dam::bynder::sns::ReqwestSnsClient;
+use shared::ingest::IngestService;
+use shared::mapping::Mapping;
+use shared::poller::Poller;
+use shared::queue::{ChangeQueue, QueueError};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::pim::Failure;
+
+/// Counters of the consumer loop (the demo prints them).
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    pub batches: AtomicU64,
+    pub messages: AtomicU64,
+    pub synced: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// The store's queue, waking the consumer loop on every enqueue.
+struct WakingQueue {
+    store: SqliteStore,
+    wake: Arc<Notify>,
+}
+
+#[async_trait]
+impl ChangeQueue for WakingQueue {
+    async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
+        self.store.enqueue(events).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// The PIM client, remembering its last retriable failure so a message left for redelivery
+/// carries the reason into the dead-letter table and `dam-sync status`.
+struct RecordingPim {
+    client: Arc<AkeneoClient>,
+    last_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl RecordingPim {
+    fn remember(&self, reason: String) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+#[async_trait]
+impl PimWriter for RecordingPim {
+    async fn structure(
+        &self,
+        family: &str,
+        deadline: Instant,
+    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
+        let result = self.client.structure(family, deadline).await;
+        if let Err(e) = &result {
+            self.remember(format!("reading family {family}: {e}"));
+        }
+        result
+    }
+
+    async fn forget_structure(&self, family: &str) {
+        PimWriter::forget_structure(&*self.client, family).await;
+    }
+
+    async fn create_options(
+        &self,
+        family: &str,
+        attribute: &str,
+        codes: &[String],
+        deadline: Instant,
+    ) -> Result<(), AkeneoError> {
+        let result = self
+            .client
+            .create_options(family, attribute, codes, deadline)
+            .await;
+        if let Err(e) = &result {
+            self.remember(format!("creating options of {family}.{attribute}: {e}"));
+        }
+        result
+    }
+
+    async fn upsert(&self, family: &str, assets: &[Asset], deadline: Instant) -> Vec<ItemOutcome> {
+        let outcomes = self.client.upsert(family, assets, deadline).await;
+        if let Some(Err(f)) = outcomes.iter().find(|o| matches!(o, Err(f) if f.retriable)) {
+            self.remember(format!("upserting to {family}: {}", f.reason()));
+        }
+        outcomes
+    }
+
+    async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError> {
+        let result = PimWriter::delete(&*self.client, family, code, deadline).await;
+        if let Err(e) = &result {
+            self.remember(format!("deleting {family}/{code}: {e}"));
+        }
+        result
+    }
+}
+
+/// Everything `serve` runs, built from one configuration.
+pub struct Runtime {
+    pub store: SqliteStore,
+    pub pim: Arc<AkeneoClient>,
+    pub consumer: Consumer,
+    pub poller: Poller,
+    pub ingest: IngestService,
+    pub stats: LoopStats,
+    mapping: Arc<Mapping>,
+    recording: Arc<RecordingPim>,
+    wake: Arc<Notify>,
+    batch_size: usize,
+    batch_window: Duration,
+    retry_delay: Duration,
+    visibility: Duration,
+    poll_every: Option<Duration>,
+}
+
+fn setup(config: &Config, what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::input(format!("{what} ({}): {e}", config.file))
+}
+
+impl Runtime {
+    pub fn build(config: &Config) -> Result<Runtime, Failure> {
+        let raw = &config.raw;
+        let visibility = Duration::from_secs(raw.consumer.visibility_timeout_secs);
+        let akeneo = config.akeneo().map_err(|e| Failure::input(e.to_string()))?;
+        let store = SqliteStore::open(config.store_path())
+            .map_err(|e| Failure::input(e.to_string()))?
+            .with_queue_settings(QueueSettings {
+                visibility_timeout: visibility,
+                max_receives: raw.consumer.max_receives,
+            })
+            .with_structure_ttl(akeneo.limits.structure_ttl);
+        let mapping = Arc::new(
+            config
+                .mapping()
+                .map_err(|e| Failure::input(e.to_string()))?,
+        );
+        let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
+        let ingest_config = config.ingest().map_err(|e| Failure::input(e.to_string()))?;
+        let poller_settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
+
+        let pim = Arc::new(
+            AkeneoClient::with_structure_store(akeneo, Arc::new(store.clone()))
+                .map_err(|e| setup(config, "PIM client", e))?,
+        );
+        let mut tuning = ConsumerSettings::default();
+        // The batch must end well inside the visibility timeout, or it is delivered twice.
+        tuning.safety_margin = tuning.safety_margin.min(visibility / 4);
+        let recording = Arc::new(RecordingPim {
+            client: pim.clone(),
+            last_failure: std::sync::Mutex::new(None),
+        });
+        let consumer = Consumer::new(
+            Arc::new(store.clone()),
+            mapping.clone(),
+            recording.clone(),
+            Arc::new(store.clone()),
+        )
+        .with_source(source.clone())
+        .with_settings(tuning);
+
+        let wake = Arc::new(Notify::new());
+        let queue: Arc<dyn ChangeQueue> = Arc::new(WakingQueue {
+            store: store.clone(),
+            wake: wake.clone(),
+        });
+        let sns = Arc::new(ReqwestSnsClient::new().map_err(|e| setup(config, "HTTP client", e))?);
+        let ingest = IngestService::from_config(&ingest_config, queue.clone(), sns.clone(), sns);
+        let poller = Poller::new(
+            source,
+            queue,
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            poller_settings,
+        );
+        Ok(Runtime {
+            store,
+            pim,
+            consumer,
+            poller,
+            ingest,
+            stats: LoopStats::default(),
+            mapping,
+            recording,
+            wake,
+            batch_size: raw.consumer.batch_size,
+            batch_window: Duration::from_millis(raw.consumer.batch_window_ms),
+            retry_delay: Duration::from_millis(raw.consumer.retry_delay_ms),
+            visibility,
+            poll_every: raw
+                .poller
+                .enabled
+                .then(|| Duration::from_secs(raw.poller.interval_secs)),
+        })
+    }
+
+    /// The mapping the consumer applies.
+    pub fn consumer_mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// The HTTP app: `POST /webhooks/{dam}` (the Lambda's routing and answers) and `GET
+    /// /healthz`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .fallback(webhook)
+            .with_state(self.clone())
+    }
+
+    /// Receives one batch, processes it and settles every message. Returns how many messages
+    /// it took (0: the queue had nothing visible).
+    pub async fn consume_once(&self) -> Result<usize, QueueError> {
+        let received = self.store.receive(self.batch_size).await?;
+        if received.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + self.visibility;
+        let messages = received
+            .iter()
+            .map(|m| InboundMessage {
+                id: m.message_id.clone(),
+                body: m.body.clone(),
+            })
+            .collect();
+        self.recording.take();
+        let outcome = self.consumer.process(messages, deadline).await;
+        let pim_failure = self.recording.take();
+        let retry: HashSet<&str> = outcome.retry.iter().map(String::as_str).collect();
+        let (mut again, mut done) = (Vec::new(), Vec::new());
+        let mut most_receives = 1;
+        for m in &received {
+            let pair = (m.message_id.clone(), m.receipt.clone());
+            if retry.contains(m.message_id.as_str()) {
+                most_receives = most_receives.max(m.receive_count);
+                again.push(pair);
+            } else {
+                // Done or dead-lettered (already parked with its reason).
+                done.push(pair);
+            }
+        }
+        self.store.ack(done).await?;
+        let s = &self.stats;
+        s.batches.fetch_add(1, Ordering::Relaxed);
+        s.messages
+            .fetch_add(received.len() as u64, Ordering::Relaxed);
+        s.synced.fetch_add(outcome.report.synced, Ordering::Relaxed);
+        s.retried.fetch_add(again.len() as u64, Ordering::Relaxed);
+        s.dead_lettered
+            .fetch_add(outcome.dead_lettered.len() as u64, Ordering::Relaxed);
+        for (id, reason) in &outcome.dead_lettered {
+            self.note("consumer", &format!("message {id} dead-lettered: {reason}"))
+                .await;
+        }
+        if !again.is_empty() {
+            let count = again.len();
+            // Backoff doubles per receive, capped by the visibility timeout.
+            let delay = self
+                .retry_delay
+                .saturating_mul(1 << (most_receives - 1).min(16))
+                .min(self.visibility);
+            let reason = pim_failure.unwrap_or_else(|| {
+                "retriable failure (DAM or state store unavailable; see the serve log)".into()
+            });
+            self.store.retry_later(again, reason.clone(), delay).await?;
+            self.note(
+                "consumer",
+                &format!(
+                    "{count} of {} messages left for redelivery in {delay:?}: {reason}",
+                    received.len()
+                ),
+            )
+            .await;
+        }
+        tracing::info!(
+            messages = received.len(),
+            synced = outcome.report.synced,
+            stale = outcome.report.stale,
+            retried = outcome.retry.len(),
+            dead_lettered = outcome.dead_lettered.len(),
+            "batch processed"
+        );
+        Ok(received.len())
+    }
+
+    async fn note(&self, source: &str, message: &str) {
+        tracing::warn!(source, "{message}");
+        if let Err(e) = self.store.record_error(source, message).await {
+            tracing::warn!(error = %e, "could not record the error for `dam-sync status`");
+        }
+    }
+
+    /// One incremental poll. Errors are logged and recorded; the schedule goes on.
+    pub async fn poll_once(&self) {
+        let now = SystemTime::now();
+        let budget = self
+            .poll_every
+            .unwrap_or(Duration::from_secs(300))
+            .max(Duration::from_secs(60));
+        let deadline = now + budget + self.poller.settings().deadline_margin;
+        match self.poller.run(now, deadline).await {
+            Ok(report) => tracing::info!(
+                enqueued = report.events_enqueued,
+                pages = report.pages,
+                stop = ?report.stop,
+                "poll finished"
+            ),
+            Err(e) => self.note("poller", &e.to_string()).await,
+        }
+    }
+
+    /// Runs the consumer loop until `stop` turns true; a batch in progress is finished first.
+    pub async fn consumer_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let idle = Duration::from_millis(250);
+        while !*stop.borrow() {
+            match self.consume_once().await {
+                Ok(n) if n >= self.batch_size => continue,
+                // A partial batch: let more arrive, so PIM calls carry fuller batches (SQS's
+                // batching window).
+                Ok(n) if n > 0 => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.batch_window) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => self.note("queue", &e.to_string()).await,
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {
+                    tokio::time::sleep(self.batch_window).await;
+                }
+                _ = tokio::time::sleep(idle) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Runs the poller on its schedule (first run at once) until `stop` turns true.
+    pub async fn poller_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(every) = self.poll_every else {
+            return;
+        };
+        while !*stop.borrow() {
+            self.poll_once().await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Serves webhooks on `listener` and runs both loops until `stop` turns true; then stops
+    /// accepting, finishes in-flight requests, the current batch and the current poll.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let consumer = tokio::spawn(self.clone().consumer_loop(stop.clone()));
+        let poller = tokio::spawn(self.clone().poller_loop(stop.clone()));
+        let mut http_stop = stop.clone();
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        let _ = consumer.await;
+        let _ = poller.await;
+        served
+    }
+}
+
+async fn webhook(
+    State(runtime): State<Arc<Runtime>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let headers = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let answer = runtime
+        .ingest
+        .handle_http(
+            method.as_str(),
+            uri.path(),
+            headers,
+            body,
+            SystemTime::now(),
+        )
+        .await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+        .into_response()
+}
+
+/// Resolves when SIGTERM or ctrl-c arrives.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `dam-sync serve --config FILE`.
+pub async fn serve(path: &std::path::Path) -> Result<std::process::ExitCode, Failure> {
+    let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
+    let runtime = Arc::new(Runtime::build(&config)?);
+    let listen = config.raw.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Failure::input(format!(
+            "cannot listen on {listen} ([server] listen in {}): {e}",
+            config.file
+        ))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    println!(
+        "dam-sync serving webhooks on http://{local}/webhooks/{{dam}}, store {}",
+        runtime.store.path().display()
+    );
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        println!("Stopping: finishing the batch and poll in progress...");
+        let _ = tx.send(true);
+    });
+    runtime
+        .run(listener, rx)
+        .await
+        .map_err(|e| Failure::runtime(format!("HTTP server failed: {e}")))?;
+    println!("Stopped.");
+    Ok(std::process::ExitCode::SUCCESS)
+}

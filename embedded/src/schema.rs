@@ -1,0 +1,70 @@
+//! Connection settings and tables.
+
+use rusqlite::Connection;
+
+use crate::BUSY_TIMEOUT;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id     TEXT NOT NULL UNIQUE,
+    body           TEXT NOT NULL,
+    enqueued_at_ms INTEGER NOT NULL,
+    visible_at_ms  INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    receipt        TEXT,
+    last_error     TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_visible ON queue (visible_at_ms, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    dead_at_ms    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS asset_state (
+    dam            TEXT NOT NULL,
+    asset_id       TEXT NOT NULL,
+    modified_at_ms INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    content_hash   TEXT NOT NULL,
+    family         TEXT NOT NULL,
+    pim_code       TEXT NOT NULL,
+    updated_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (dam, asset_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (
+    name          TEXT PRIMARY KEY,
+    position_ms   INTEGER NOT NULL,
+    page_token    TEXT,
+    version       INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS structures (
+    family        TEXT PRIMARY KEY,
+    structure     TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms   INTEGER NOT NULL,
+    source  TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+";
+
+/// WAL lets readers (operator commands) run beside the writer; `synchronous=FULL` syncs the
+/// WAL on every commit, so a committed enqueue survives power loss, not only a crash.
+pub fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)
+}

@@ -1,0 +1,304 @@
+//! The state ports: asset versions, cursors, leases and the family-structure cache, with the
+//! DynamoDB adapter's semantics (conditional writes become `BEGIN IMMEDIATE` transactions).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use shared::akeneo::{FamilyStructure, StoreError, StructureStore};
+use shared::dam::{DamKind, Version};
+use shared::store::{
+    Advance, Applied, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, StateError,
+};
+
+use crate::SqliteStore;
+use crate::error::DbError;
+
+fn dam_name(dam: DamKind) -> &'static str {
+    match dam {
+        DamKind::Cloudinary => "cloudinary",
+        DamKind::Bynder => "bynder",
+        DamKind::Generic => "generic",
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn read_cursor(conn: &rusqlite::Connection, name: &str) -> Result<Option<Cursor>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT position_ms, page_token, version FROM cursors WHERE name = ?1",
+            params![name],
+            |r| {
+                Ok(Cursor {
+                    position_ms: r.get(0)?,
+                    page_token: r.get(1)?,
+                    version: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+impl SqliteStore {
+    /// Every cursor with the time it was last written: `(name, cursor, updated_at_ms)`.
+    pub async fn cursors(&self) -> Result<Vec<(String, Cursor, i64)>, DbError> {
+        self.call(|conn, _| {
+            let mut select = conn.prepare(
+                "SELECT name, position_ms, page_token, version, updated_at_ms FROM cursors
+                 ORDER BY name",
+            )?;
+            let rows = select.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Cursor {
+                        position_ms: r.get(1)?,
+                        page_token: r.get(2)?,
+                        version: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Number of assets with a recorded applied version.
+    pub async fn asset_count(&self) -> Result<u64, DbError> {
+        self.call(|conn, _| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM asset_state", [], |r| r.get(0))?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AssetStateStore for SqliteStore {
+    async fn get_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, AssetState>, StateError> {
+        let ids = ids.to_vec();
+        Ok(self
+            .call(move |conn, _| {
+                let mut select = conn.prepare_cached(
+                    "SELECT modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms
+                     FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
+                )?;
+                let mut out = HashMap::new();
+                for id in ids {
+                    if out.contains_key(&id) {
+                        continue;
+                    }
+                    let state = select
+                        .query_row(params![dam_name(dam), id], |r| {
+                            Ok(AssetState {
+                                dam,
+                                asset_id: id.clone(),
+                                applied_version: Version {
+                                    modified_at_ms: r.get(0)?,
+                                    seq: r.get(1)?,
+                                },
+                                content_hash: r.get(2)?,
+                                family: r.get(3)?,
+                                pim_code: r.get(4)?,
+                                updated_at_ms: r.get(5)?,
+                            })
+                        })
+                        .optional()?;
+                    if let Some(state) = state {
+                        out.insert(id, state);
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
+        let s = state.clone();
+        Ok(self
+            .call(move |conn, _| {
+                // One statement: the upsert's WHERE is the condition, so it is atomic.
+                let written = conn.execute(
+                    "INSERT INTO asset_state
+                       (dam, asset_id, modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (dam, asset_id) DO UPDATE SET
+                       modified_at_ms = excluded.modified_at_ms, seq = excluded.seq,
+                       content_hash = excluded.content_hash, family = excluded.family,
+                       pim_code = excluded.pim_code, updated_at_ms = excluded.updated_at_ms
+                     WHERE (asset_state.modified_at_ms, asset_state.seq)
+                           < (excluded.modified_at_ms, excluded.seq)",
+                    params![
+                        dam_name(s.dam),
+                        s.asset_id,
+                        s.applied_version.modified_at_ms,
+                        s.applied_version.seq,
+                        s.content_hash,
+                        s.family,
+                        s.pim_code,
+                        s.updated_at_ms
+                    ],
+                )?;
+                Ok(if written == 1 {
+                    Applied::Written
+                } else {
+                    Applied::Stale
+                })
+            })
+            .await?)
+    }
+
+    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
+        let id = id.to_owned();
+        Ok(self
+            .call(move |conn, _| {
+                conn.execute(
+                    "DELETE FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
+                    params![dam_name(dam), id],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+}
+
+#[async_trait]
+impl CursorStore for SqliteStore {
+    async fn get(&self, name: &str) -> Result<Option<Cursor>, StateError> {
+        let name = name.to_owned();
+        Ok(self.call(move |conn, _| read_cursor(conn, &name)).await?)
+    }
+
+    async fn advance(
+        &self,
+        name: &str,
+        new: Cursor,
+        expected_version: Option<u64>,
+    ) -> Result<Advance, StateError> {
+        let name = name.to_owned();
+        Ok(self
+            .call(move |conn, now| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let current = read_cursor(&tx, &name)?;
+                let allowed = match (&current, expected_version) {
+                    (None, None) => true,
+                    (Some(stored), Some(expected)) => {
+                        stored.version == expected && stored.position_ms <= new.position_ms
+                    }
+                    _ => false,
+                };
+                if !allowed {
+                    return Ok(Advance::Conflict { current });
+                }
+                let version = expected_version.map_or(1, |v| v + 1);
+                tx.execute(
+                    "INSERT INTO cursors (name, position_ms, page_token, version, updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO UPDATE SET position_ms = excluded.position_ms,
+                       page_token = excluded.page_token, version = excluded.version,
+                       updated_at_ms = excluded.updated_at_ms",
+                    params![name, new.position_ms, new.page_token, version, now],
+                )?;
+                tx.commit()?;
+                Ok(Advance::Written { version })
+            })
+            .await?)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        let ttl = millis(ttl);
+        Ok(self
+            .call(move |conn, now| {
+                // Whole seconds, rounded up, like the DynamoDB adapter's TTL attribute.
+                let expires_at = now.saturating_add(ttl).saturating_add(999).div_euclid(1000);
+                let taken = conn.execute(
+                    "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,
+                       expires_at = excluded.expires_at
+                     WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
+                    params![name, owner, expires_at, now.div_euclid(1000)],
+                )?;
+                Ok(taken == 1)
+            })
+            .await?)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<bool, StateError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        Ok(self
+            .call(move |conn, _| {
+                let released = conn.execute(
+                    "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
+                    params![name, owner],
+                )?;
+                Ok(released == 1)
+            })
+            .await?)
+    }
+}
+
+#[async_trait]
+impl StructureStore for SqliteStore {
+    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StoreError> {
+        let family = family.to_owned();
+        let stored: Option<String> = self
+            .call(move |conn, now| {
+                Ok(conn
+                    .query_row(
+                        "SELECT structure FROM structures WHERE family = ?1 AND expires_at_ms > ?2",
+                        params![family, now],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        match stored.map(|json| serde_json::from_str::<FamilyStructure>(&json)) {
+            None => Ok(None),
+            Some(Ok(structure)) => Ok(Some(Arc::new(structure))),
+            Some(Err(error)) => {
+                // Written by another release: a miss, so the PIM is re-read and it is replaced.
+                tracing::warn!(%error, "cached family structure unreadable; ignoring");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&*structure).map_err(DbError::from)?;
+        let family = structure.family.code.clone();
+        let ttl = millis(self.inner.structure_ttl);
+        Ok(self
+            .call(move |conn, now| {
+                conn.execute(
+                    "INSERT INTO structures (family, structure, expires_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (family) DO UPDATE SET structure = excluded.structure,
+                       expires_at_ms = excluded.expires_at_ms",
+                    params![family, json, now.saturating_add(ttl)],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn invalidate(&self, family: &str) -> Result<(), StoreError> {
+        let family = family.to_owned();
+        Ok(self
+            .call(move |conn, _| {
+                conn.execute("DELETE FROM structures WHERE family = ?1", params![family])?;
+                Ok(())
+            })
+            .await?)
+    }
+}

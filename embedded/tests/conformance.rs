@@ -1,0 +1,82 @@
+//! The state-port conformance suite shared with the in-memory and DynamoDB adapters
+//! (`shared/tests/store_conformance`), run against the SQLite store.
+
+#[path = "../../shared/tests/store_conformance/mod.rs"]
+mod store_conformance;
+
+use embedded_store::SqliteStore;
+use store_conformance::TestClock;
+
+fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn asset_versions_only_move_forward() {
+    let (_dir, store) = fresh();
+    store_conformance::asset_versions_only_move_forward(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_leave_the_newest_version() {
+    let (_dir, store) = fresh();
+    store_conformance::concurrent_writers_leave_the_newest_version(&store).await;
+}
+
+#[tokio::test]
+async fn get_many_reads_across_batches() {
+    let (_dir, store) = fresh();
+    store_conformance::get_many_reads_across_batches(&store).await;
+}
+
+#[tokio::test]
+async fn cursors_advance_under_optimistic_lock() {
+    let (_dir, store) = fresh();
+    store_conformance::cursors_advance_under_optimistic_lock(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_advancers_never_both_win() {
+    let (_dir, store) = fresh();
+    store_conformance::concurrent_advancers_never_both_win(&store).await;
+}
+
+#[tokio::test]
+async fn leases_exclude_other_owners_until_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let store = SqliteStore::open(dir.path().join("state.db"))
+        .unwrap()
+        .with_clock(clock.clock());
+    store_conformance::leases_exclude_other_owners_until_expiry(&store, &clock).await;
+}
+
+/// Two handles on one file (two processes in production) still never both win a cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_on_one_file_never_both_advance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let a = SqliteStore::open(&path).unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    use shared::store::{Advance, Cursor, CursorStore};
+    let cursor = |p| Cursor {
+        position_ms: p,
+        page_token: None,
+        version: 0,
+    };
+    for round in 0..20u64 {
+        let expected = (round > 0).then_some(round);
+        let (x, y) = tokio::join!(
+            a.advance("c", cursor(round as i64 * 10), expected),
+            b.advance("c", cursor(round as i64 * 10 + 1), expected),
+        );
+        let wins = [x.unwrap(), y.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, Advance::Written { .. }))
+            .count();
+        assert_eq!(wins, 1, "round {round}");
+    }
+    assert_eq!(a.get("c").await.unwrap().unwrap().version, 20);
+}
