@@ -124,6 +124,23 @@ impl PimWriter for RecordingPim {
         }
         result
     }
+
+    async fn upload_media(
+        &self,
+        file: shared::consumer::MediaFile,
+        deadline: Instant,
+    ) -> Result<String, AkeneoError> {
+        let name = file.file_name.clone();
+        let result = PimWriter::upload_media(&*self.client, file, deadline).await;
+        if let Err(e) = &result {
+            self.remember(format!("uploading media file {name}: {e}"));
+        }
+        result
+    }
+
+    fn call_counts(&self) -> Option<shared::akeneo::CallCounts> {
+        PimWriter::call_counts(&*self.client)
+    }
 }
 
 /// Everything `serve` runs, built from one configuration.

@@ -156,6 +156,22 @@ impl SqliteStore {
             .await?)
     }
 
+    /// Puts a body on the queue as is (SQS's `SendMessage`), for producers that write their own
+    /// messages; the consumer dead-letters what it cannot decode.
+    pub async fn enqueue_raw(&self, body: &str) -> Result<(), QueueError> {
+        let body = body.to_owned();
+        Ok(self
+            .call(move |conn, now| {
+                conn.execute(
+                    "INSERT INTO queue (message_id, body, enqueued_at_ms, visible_at_ms)
+                     VALUES (?1, ?2, ?3, ?3)",
+                    params![random_id(), body, now],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
     /// Records an operational error for `dam-sync status` (the newest few are kept).
     pub async fn record_error(&self, source: &str, message: &str) -> Result<(), DbError> {
         let (source, message) = (source.to_owned(), message.to_owned());

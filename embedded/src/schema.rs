@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS asset_state (
     family         TEXT NOT NULL,
     pim_code       TEXT NOT NULL,
     updated_at_ms  INTEGER NOT NULL,
+    -- JSON object: source URL -> Akeneo media-file code.
+    media_files    TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (dam, asset_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (

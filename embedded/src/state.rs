@@ -88,7 +88,8 @@ impl AssetStateStore for SqliteStore {
         Ok(self
             .call(move |conn, _| {
                 let mut select = conn.prepare_cached(
-                    "SELECT modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms
+                    "SELECT modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms,
+                            media_files
                      FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
                 )?;
                 let mut out = HashMap::new();
@@ -109,6 +110,14 @@ impl AssetStateStore for SqliteStore {
                                 family: r.get(3)?,
                                 pim_code: r.get(4)?,
                                 updated_at_ms: r.get(5)?,
+                                media_files: serde_json::from_str(&r.get::<_, String>(6)?)
+                                    .map_err(|e| {
+                                        rusqlite::Error::FromSqlConversionFailure(
+                                            6,
+                                            rusqlite::types::Type::Text,
+                                            Box::new(e),
+                                        )
+                                    })?,
                             })
                         })
                         .optional()?;
@@ -123,17 +132,21 @@ impl AssetStateStore for SqliteStore {
 
     async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
         let s = state.clone();
+        let media_files = serde_json::to_string(&s.media_files)
+            .map_err(|e| StateError::Permanent(format!("media files not serialisable: {e}")))?;
         Ok(self
             .call(move |conn, _| {
                 // One statement: the upsert's WHERE is the condition, so it is atomic.
                 let written = conn.execute(
                     "INSERT INTO asset_state
-                       (dam, asset_id, modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                       (dam, asset_id, modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms,
+                        media_files)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (dam, asset_id) DO UPDATE SET
                        modified_at_ms = excluded.modified_at_ms, seq = excluded.seq,
                        content_hash = excluded.content_hash, family = excluded.family,
-                       pim_code = excluded.pim_code, updated_at_ms = excluded.updated_at_ms
+                       pim_code = excluded.pim_code, updated_at_ms = excluded.updated_at_ms,
+                       media_files = excluded.media_files
                      WHERE (asset_state.modified_at_ms, asset_state.seq)
                            < (excluded.modified_at_ms, excluded.seq)",
                     params![
@@ -144,7 +157,8 @@ impl AssetStateStore for SqliteStore {
                         s.content_hash,
                         s.family,
                         s.pim_code,
-                        s.updated_at_ms
+                        s.updated_at_ms,
+                        media_files
                     ],
                 )?;
                 Ok(if written == 1 {

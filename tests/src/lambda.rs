@@ -529,9 +529,10 @@ impl FunctionProcess {
 /// The three function binaries.
 pub const FUNCTIONS: [&str; 3] = ["webhook-ingest", "asset-consumer", "reconcile-poller"];
 
-/// The function binaries, built with the profile of the running test or bench executable
-/// into its target directory (`cargo build` is a no-op when they are fresh). A test of one
-/// package cannot name another package's binary (`CARGO_BIN_EXE_*`), hence this.
+/// The function binaries. This package builds each function's own `main.rs` as a bin named
+/// `fn-<function>` (see Cargo.toml), so cargo compiles them, with the workspace's features,
+/// before the tests and benchmarks that start them; they sit next to the running executable's
+/// `deps/` directory.
 pub fn function_binaries() -> &'static HashMap<String, PathBuf> {
     static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINARIES.get_or_init(|| {
@@ -542,45 +543,14 @@ pub fn function_binaries() -> &'static HashMap<String, PathBuf> {
             .and_then(Path::parent)
             .expect("the test runs from <target>/<profile>/deps")
             .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(&cargo);
-        command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--bins"]);
-        for name in FUNCTIONS {
-            command.args(["-p", name]);
-        }
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                command.arg("--release");
-            }
-            other => {
-                command.args(["--profile", other]);
-            }
-        }
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {cargo} to build the functions: {e}"));
-        assert!(
-            status.success(),
-            "building the function binaries failed ({status}); build them with \
-             `cargo build -p webhook-ingest -p asset-consumer -p reconcile-poller`"
-        );
         FUNCTIONS
             .iter()
             .map(|name| {
-                let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+                let path = profile_dir.join(format!("fn-{name}{}", std::env::consts::EXE_SUFFIX));
                 assert!(
                     path.exists(),
-                    "{} is missing after the build; build it with `cargo build -p {name}`",
+                    "{} is missing; `cargo test -p dam-sync-tests` (or `cargo build -p \
+                     dam-sync-tests --bins`) builds it",
                     path.display()
                 );
                 (name.to_string(), path)

@@ -1261,6 +1261,7 @@ async fn the_templates_table_serves_the_dynamodb_store() {
         family: "packshot".into(),
         pim_code: "a1".into(),
         updated_at_ms: 1_700_000_000_100,
+        media_files: Default::default(),
     };
     assert_eq!(
         store.record_applied(&state).await.unwrap(),

@@ -132,6 +132,8 @@ impl Fate {
     fn name(&self) -> &'static str {
         match self {
             Fate::Done(Done::Synced) => "synced",
+            Fate::Done(Done::Moved) => "moved",
+            Fate::Done(Done::LeftMapping) => "left_mapping",
             Fate::Done(Done::Unchanged) => "skipped_unchanged",
             Fate::Done(Done::Unmapped) => "skipped_unmapped",
             Fate::Done(Done::Stale) => "stale",

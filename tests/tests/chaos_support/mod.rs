@@ -1,0 +1,322 @@
+//! The chaos suite's backends: the same pipeline on the AWS adapters (SQS and DynamoDB on
+//! moto) and on the embedded store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::config::{Credentials, Region};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use shared::akeneo::StructureStore;
+use shared::consumer::InboundMessage;
+use shared::queue::ChangeQueue;
+use shared::queue::dlq::{ATTR_REASON, DeadLetters, SqsDeadLetters};
+use shared::queue::sqs::SqsChangeQueue;
+use shared::store::dynamodb::{DynamoStore, DynamoStructureStore, create_table};
+use shared::store::{AssetStateStore, CursorStore, LeaseStore};
+
+use super::VISIBILITY;
+
+/// The consumer side of a queue, as the Lambda event source (or the local loop) drives it.
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    /// Up to `max` messages, hidden for the visibility timeout.
+    async fn receive(&self, max: usize) -> Vec<InboundMessage>;
+    /// Deletes handled messages.
+    async fn ack(&self, ids: &[String]);
+    /// Puts a raw body on the queue (poison).
+    async fn inject_raw(&self, body: &str);
+    /// Nothing visible and nothing in flight.
+    async fn is_drained(&self) -> bool;
+    /// Every dead letter: (body, reason).
+    async fn dead_letters(&self) -> Vec<(String, String)>;
+}
+
+pub struct Backend {
+    pub name: &'static str,
+    pub queue: Arc<dyn ChangeQueue>,
+    pub work: Arc<dyn WorkQueue>,
+    pub state: Arc<dyn AssetStateStore>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub leases: Arc<dyn LeaseStore>,
+    pub structures: Arc<dyn StructureStore>,
+    pub dead: Arc<dyn DeadLetters>,
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
+async fn moto() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !endpoint.is_empty(),
+        "AWS_ENDPOINT_URL is not set: the chaos suite needs a moto server (.ci/run starts one)"
+    );
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(
+            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        ))
+        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await
+}
+
+/// SQS queue + DLQ (redrive after many receives, so only the consumer's own dead-lettering
+/// puts messages there) and one DynamoDB table, on moto.
+pub async fn aws() -> Backend {
+    let aws = moto().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let table = unique("chaos");
+    create_table(&dynamo, &table).await.expect("create table");
+    let store = Arc::new(DynamoStore::new(dynamo, table));
+    let structures = Arc::new(DynamoStructureStore::new(&store, Duration::from_secs(600)));
+
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(unique("chaos-dlq"))
+        .send()
+        .await
+        .expect("create DLQ")
+        .queue_url
+        .expect("queue url");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("chaos-queue"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY.as_secs().to_string(),
+        )
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let work = Arc::new(SqsWork {
+        sqs: sqs.clone(),
+        queue_url: queue_url.clone(),
+        dlq_url: dlq_url.clone(),
+        receipts: Mutex::default(),
+    });
+    Backend {
+        name: "aws",
+        queue: Arc::new(SqsChangeQueue::new(sqs.clone(), queue_url)),
+        work,
+        state: store.clone(),
+        cursors: store.clone(),
+        leases: store,
+        structures,
+        dead: Arc::new(SqsDeadLetters::new(sqs, dlq_url)),
+    }
+}
+
+struct SqsWork {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    dlq_url: String,
+    /// Message id → receipt handle of its latest receive.
+    receipts: Mutex<HashMap<String, String>>,
+}
+
+#[async_trait]
+impl WorkQueue for SqsWork {
+    async fn receive(&self, max: usize) -> Vec<InboundMessage> {
+        let mut out = Vec::new();
+        // Like the Lambda poller: gather up to `max` in calls of at most 10.
+        while out.len() < max {
+            let Ok(received) = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10.min((max - out.len()) as i32))
+                .send()
+                .await
+            else {
+                break;
+            };
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            let mut receipts = self.receipts.lock().unwrap();
+            for m in batch {
+                let (Some(id), Some(receipt)) = (m.message_id, m.receipt_handle) else {
+                    continue;
+                };
+                receipts.insert(id.clone(), receipt);
+                out.push(InboundMessage {
+                    id,
+                    body: m.body.unwrap_or_default(),
+                });
+            }
+        }
+        out
+    }
+
+    async fn ack(&self, ids: &[String]) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = {
+            let mut receipts = self.receipts.lock().unwrap();
+            ids.iter()
+                .filter_map(|id| receipts.remove(id).map(|r| (id, r)))
+                .enumerate()
+                .map(|(i, (_, r))| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .receipt_handle(r)
+                        .build()
+                        .unwrap()
+                })
+                .collect()
+        };
+        for chunk in entries.chunks(10) {
+            self.sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(chunk.to_vec()))
+                .send()
+                .await
+                .expect("delete messages");
+        }
+    }
+
+    async fn inject_raw(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send poison");
+    }
+
+    async fn is_drained(&self) -> bool {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        attrs.values().all(|v| v == "0")
+    }
+
+    async fn dead_letters(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive dead letters");
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return out;
+            }
+            for m in batch {
+                let reason = m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(ATTR_REASON))
+                    .and_then(|v| v.string_value.clone())
+                    .unwrap_or_default();
+                out.push((m.body.unwrap_or_default(), reason));
+            }
+        }
+    }
+}
+
+/// The embedded store (one SQLite file) with the queue settings `dam-sync serve` uses, the
+/// visibility timeout aside.
+pub async fn embedded(dir: &std::path::Path) -> Backend {
+    let store = embedded_store::SqliteStore::open(dir.join("chaos.sqlite"))
+        .expect("open the SQLite store")
+        .with_queue_settings(embedded_store::QueueSettings {
+            visibility_timeout: VISIBILITY,
+            // Only the consumer's own dead-lettering may park a message in this run.
+            max_receives: 50,
+        });
+    let work = Arc::new(SqliteWork {
+        store: store.clone(),
+        receipts: Mutex::default(),
+    });
+    let store = Arc::new(store);
+    Backend {
+        name: "embedded",
+        queue: store.clone(),
+        work,
+        state: store.clone(),
+        cursors: store.clone(),
+        leases: store.clone(),
+        structures: store.clone(),
+        dead: store,
+    }
+}
+
+struct SqliteWork {
+    store: embedded_store::SqliteStore,
+    receipts: Mutex<HashMap<String, String>>,
+}
+
+#[async_trait]
+impl WorkQueue for SqliteWork {
+    async fn receive(&self, max: usize) -> Vec<InboundMessage> {
+        let received = self.store.receive(max).await.expect("receive");
+        let mut receipts = self.receipts.lock().unwrap();
+        received
+            .into_iter()
+            .map(|m| {
+                receipts.insert(m.message_id.clone(), m.receipt);
+                InboundMessage {
+                    id: m.message_id,
+                    body: m.body,
+                }
+            })
+            .collect()
+    }
+
+    async fn ack(&self, ids: &[String]) {
+        let receipts: Vec<(String, String)> = {
+            let mut held = self.receipts.lock().unwrap();
+            ids.iter()
+                .filter_map(|id| held.remove(id).map(|r| (id.clone(), r)))
+                .collect()
+        };
+        self.store.ack(receipts).await.expect("ack");
+    }
+
+    async fn inject_raw(&self, body: &str) {
+        self.store.enqueue_raw(body).await.expect("send poison");
+    }
+
+    async fn is_drained(&self) -> bool {
+        use shared::queue::admin::QueueAdmin;
+        let depth = self.store.depth().await.expect("depth");
+        depth.visible == 0 && depth.in_flight == 0
+    }
+
+    async fn dead_letters(&self) -> Vec<(String, String)> {
+        use shared::queue::admin::QueueAdmin;
+        self.store
+            .dead_letters(usize::MAX)
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .map(|p| (p.body, p.reason))
+            .collect()
+    }
+}
