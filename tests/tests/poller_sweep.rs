@@ -95,7 +95,7 @@ async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let manual = packshot(999_001);
     let outcome = client
-        .upsert_assets("packshot", &[manual.clone()], deadline)
+        .upsert_assets("packshot", std::slice::from_ref(&manual), deadline)
         .await;
     assert_eq!(outcome.failures().count(), 0);
     assert_eq!(pim_codes(&pim.base_url()).await.len(), 131);
