@@ -12,4 +12,5 @@ pub mod mapping;
 pub mod observability;
 pub mod poller;
 pub mod queue;
+pub mod secrets;
 pub mod store;

@@ -44,7 +44,6 @@ const POLLER: &str = "ReconcilePollerFunction";
 /// The consumer and the poller do not read `SECRETS_ARN` yet (only webhook-ingest does, through
 /// `webhook_ingest::load_config`); until they do, their credentials cannot reach them. Listed
 /// here so the gap stays visible: every other template variable must be read by the code.
-const SECRETS_ARN_NOT_READ_YET: &[&str] = &[CONSUMER, POLLER];
 
 // ------------------------------------------------------------------ the template
 
@@ -493,6 +492,8 @@ fn consumer_reads(
     let (akeneo, akeneo_names) = record(&available, |get| AkeneoConfig::from_lookup(get));
     names.extend(akeneo_names);
     names.insert(TABLE_NAME_ENV.to_owned());
+    // Read by `SecretSettings::load` before the rest.
+    names.insert(shared::secrets::SECRETS_ARN.to_owned());
     let both = settings.and_then(|s| Ok((s, akeneo.map_err(|e| e.to_string())?)));
     (both, names)
 }
@@ -516,7 +517,11 @@ fn poller_reads(stack: &Stack) -> (Result<PollerSettings, String>, BTreeSet<Stri
         PollerSettings::from_lookup(get).map_err(|e| e.to_string())
     });
     names.insert(TABLE_NAME_ENV.to_owned());
+    names.insert(shared::secrets::SECRETS_ARN.to_owned());
     names.extend(poller_main_names());
+    // The deletion sweep's PIM client.
+    let (_, akeneo_names) = record(&available, |get| AkeneoConfig::from_lookup(get));
+    names.extend(akeneo_names);
     (settings, names)
 }
 
@@ -528,6 +533,7 @@ fn poller_main_names() -> BTreeSet<String> {
         .filter(|s| {
             s.len() > 3
                 && s.contains('_')
+                && !s.ends_with('_')
                 && s.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
         })
@@ -537,10 +543,6 @@ fn poller_main_names() -> BTreeSet<String> {
 
 fn assert_only_read_names(stack: &Stack, function: &str, read: &BTreeSet<String>) {
     for name in stack.env(function).keys() {
-        if name == shared::ingest::env::SECRETS_ARN && SECRETS_ARN_NOT_READ_YET.contains(&function)
-        {
-            continue;
-        }
         assert!(
             read.contains(name),
             "{function}: the template sets {name}, which the code never reads (read: {read:?})"
@@ -604,7 +606,16 @@ fn the_template_and_its_secrets_configure_every_function_fully() {
     let (poller, poller_names) = poller_reads(&stack);
     let poller = poller.unwrap();
     let available = stack.available(POLLER);
+    // The other DAMs' settings are read only when `DAM_KIND` names them.
+    let kind = stack.env(POLLER)["DAM_KIND"].clone();
     for name in poller_main_names() {
+        let other_dam = ["CLOUDINARY_", "BYNDER_", "GENERIC_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix) && !name.starts_with(&kind.to_uppercase()));
+        // Optional: a reserve with a default, and the names of earlier releases.
+        if other_dam || name == "CLOUDINARY_POLL_RESERVE" || name.starts_with("GENERIC_DAM_") {
+            continue;
+        }
         assert!(
             available.contains_key(&name),
             "the poller reads {name}; neither its environment nor its secrets provide it"
@@ -658,7 +669,7 @@ fn the_template_refuses_a_deployment_without_a_dam_exactly_when_the_consumer_wou
         // The poller only knows the generic contract so far: its schedules and its staleness
         // alarm are on exactly when that DAM is configured.
         let generic = *dam == Some(DamKind::Generic);
-        assert_eq!(stack.env(POLLER).contains_key("GENERIC_DAM_URL"), generic);
+        assert_eq!(stack.env(POLLER).contains_key("GENERIC_API_URL"), generic);
         for event in ["Poll", "Sweep"] {
             let state = &stack.props(POLLER)["Events"][event]["Properties"]["State"];
             assert_eq!(state, if generic { "ENABLED" } else { "DISABLED" });
@@ -753,15 +764,30 @@ fn the_pim_never_sees_more_than_its_limits_per_connection() {
     // Three attempts of one call fit the function's timeout.
     let timeout = Duration::from_secs_f64(number(&stack.props(CONSUMER)["Timeout"]));
     assert!(limits.request_timeout * 3 <= timeout, "{limits:?}");
-    // The poller makes no PIM calls today. Once it does (the deletion sweep), its calls count
-    // against the same budget unless it has a Connection of its own: revisit this bound then.
+    // The poller's deletion sweep reads the PIM with a Connection of its own (Akeneo's limits
+    // are per Connection): its credentials come from a secret the consumer cannot read, and
+    // its own client stays within the per-Connection bound.
+    let akeneo_secret = |function: &str| -> Vec<String> {
+        stack
+            .secrets_of(function)
+            .into_iter()
+            .filter(|secret| {
+                stack
+                    .secret_keys(secret)
+                    .iter()
+                    .any(|k| k == "AKENEO_CLIENT_ID")
+            })
+            .collect()
+    };
+    let (poller_secret, consumer_secret) = (akeneo_secret(POLLER), akeneo_secret(CONSUMER));
+    assert_eq!(poller_secret.len(), 1, "the poller's Akeneo Connection");
     assert!(
-        !stack
-            .available(POLLER)
-            .keys()
-            .any(|k| k.starts_with("AKENEO_")),
-        "the poller now talks to the PIM: include it in the per-Connection budget"
+        !consumer_secret.contains(&poller_secret[0]),
+        "the sweep must not share the consumer's Connection"
     );
+    let available = stack.available(POLLER);
+    let sweep = AkeneoConfig::from_lookup(|k| available.get(k).cloned()).expect("sweep settings");
+    assert!(sweep.limits.max_in_flight <= DEFAULT_MAX_IN_FLIGHT);
 }
 
 #[test]
@@ -838,6 +864,7 @@ fn each_function_has_its_own_least_privilege_policy() {
         stack.actions_on(POLLER, &table),
         set(&[
             "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
             "dynamodb:PutItem",
             "dynamodb:DeleteItem"
         ])

@@ -241,8 +241,8 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
         &env(vec![
             ("QUEUE_URL", queue_url.clone()),
             ("TABLE_NAME", table.clone()),
-            ("GENERIC_DAM_URL", dam.generic_base_url()),
-            ("GENERIC_DAM_TOKEN", dam_token.clone()),
+            ("GENERIC_API_URL", dam.generic_base_url()),
+            ("GENERIC_API_TOKEN", dam_token.clone()),
         ]),
     );
     let mut init = HashMap::new();

@@ -10,14 +10,20 @@ use shared::akeneo::{AkeneoClient, AkeneoConfig};
 use shared::consumer::{Consumer, ConsumerSettings};
 use shared::mapping::Mapping;
 use shared::queue::dlq::SqsDeadLetters;
+use shared::secrets::SecretSettings;
 use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::observability::init_logging();
-    let settings = Settings::from_lookup(|name| std::env::var(name).ok(), default_mapping_path())?;
+    // Credentials come from the secrets named by SECRETS_ARN, the rest from the environment.
+    let aws = aws_config::load_from_env().await;
+    let env = |name: &str| std::env::var(name).ok();
+    let secrets = SecretSettings::load(&aws, env).await?;
+    let get = |name: &str| secrets.lookup(env, name);
+    let settings = Settings::from_lookup(get, default_mapping_path())?;
     let mapping = Mapping::from_path(&settings.mapping_path)?;
-    let akeneo = AkeneoConfig::from_env()?;
+    let akeneo = AkeneoConfig::from_lookup(get)?;
     let store = DynamoStore::from_env().await?;
     // The structure cache is shared by every instance through the state table.
     let structures = DynamoStructureStore::new(&store, akeneo.limits.structure_ttl);

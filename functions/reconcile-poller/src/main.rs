@@ -20,6 +20,7 @@ use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::mapping::Mapping;
 use shared::poller::{Poller, PollerSettings, SweepPorts, SweepSettings, Sweeper, Task};
 use shared::queue::sqs::SqsChangeQueue;
+use shared::secrets::SecretSettings;
 use shared::store::dynamodb::DynamoStore;
 
 fn env(name: &str) -> Option<String> {
@@ -138,9 +139,13 @@ async fn handle(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::observability::init_logging();
-    let settings = PollerSettings::from_lookup(env)?;
-    let source = dam_source(env)?;
-    let queue = Arc::new(SqsChangeQueue::from_env(required(&env, "QUEUE_URL")?).await);
+    // Credentials come from the secrets named by SECRETS_ARN, the rest from the environment.
+    let aws = aws_config::load_from_env().await;
+    let secrets = SecretSettings::load(&aws, env).await?;
+    let get = |name: &str| secrets.lookup(env, name);
+    let settings = PollerSettings::from_lookup(get)?;
+    let source = dam_source(get)?;
+    let queue = Arc::new(SqsChangeQueue::from_env(required(&get, "QUEUE_URL")?).await);
     let store = Arc::new(DynamoStore::from_env().await?);
     let poller = Poller::new(
         source.clone(),
@@ -149,11 +154,11 @@ async fn main() -> Result<(), Error> {
         store.clone(),
         settings.clone(),
     );
-    let sweeper = match env("AKENEO_BASE_URL") {
+    let sweeper = match get("AKENEO_BASE_URL") {
         None => None,
         Some(_) => {
-            let mapping = Mapping::from_path(&mapping_path(&env))?;
-            let pim = AkeneoClient::new(AkeneoConfig::from_env()?)?;
+            let mapping = Mapping::from_path(&mapping_path(&get))?;
+            let pim = AkeneoClient::new(AkeneoConfig::from_lookup(get)?)?;
             let sweep = SweepSettings {
                 max_dam_calls: settings.max_dam_calls,
                 deadline_margin: settings.deadline_margin,
