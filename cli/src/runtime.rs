@@ -204,7 +204,8 @@ impl Runtime {
             Arc::new(store.clone()),
         )
         .with_source(source.clone())
-        .with_settings(tuning);
+        .with_settings(tuning)
+        .with_asset_locks(Arc::new(store.clone()));
 
         let wake = Arc::new(Notify::new());
         let queue: Arc<dyn ChangeQueue> = Arc::new(WakingQueue {

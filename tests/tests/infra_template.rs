@@ -41,10 +41,6 @@ const INGEST: &str = "WebhookIngestFunction";
 const CONSUMER: &str = "AssetConsumerFunction";
 const POLLER: &str = "ReconcilePollerFunction";
 
-/// The consumer and the poller do not read `SECRETS_ARN` yet (only webhook-ingest does, through
-/// `webhook_ingest::load_config`); until they do, their credentials cannot reach them. Listed
-/// here so the gap stays visible: every other template variable must be read by the code.
-
 // ------------------------------------------------------------------ the template
 
 fn repo_path(relative: &str) -> PathBuf {

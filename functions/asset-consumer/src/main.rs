@@ -34,13 +34,16 @@ async fn main() -> Result<(), Error> {
     if let Some(margin) = settings.safety_margin {
         tuning.safety_margin = margin;
     }
+    let store = Arc::new(store);
     let mut consumer = Consumer::new(
-        Arc::new(store),
+        store.clone(),
         Arc::new(mapping),
         Arc::new(pim),
         Arc::new(dead_letters),
     )
-    .with_settings(tuning);
+    .with_settings(tuning)
+    // Concurrent invocations may hold versions of one asset (SQS duplicates, webhook + poll).
+    .with_asset_locks(store);
     for source in settings.sources {
         consumer = consumer.with_source(source);
     }

@@ -27,7 +27,7 @@ use crate::akeneo::{AkeneoError, CallCounts, FamilyStructure, ItemFailure};
 use crate::dam::{AssetSource, ChangeKind, DamAsset, DamKind, Fetched};
 use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
 use crate::queue::dlq::DeadLetters;
-use crate::store::{AssetState, AssetStateStore};
+use crate::store::{AssetState, AssetStateStore, LeaseStore};
 
 pub use media::{HttpMedia, MediaError, MediaFile, MediaSource};
 pub use pim::PimWriter;
@@ -234,7 +234,11 @@ pub struct Consumer {
     dead_letters: Arc<dyn DeadLetters>,
     media: Arc<dyn MediaSource>,
     settings: ConsumerSettings,
+    locks: Option<Arc<dyn LeaseStore>>,
 }
+
+/// What a lost lock race leaves for redelivery.
+const LOCKED: &str = "another invocation is applying this asset: left for redelivery";
 
 impl Consumer {
     pub fn new(
@@ -251,7 +255,18 @@ impl Consumer {
             dead_letters,
             media: Arc::new(HttpMedia::new()),
             settings: ConsumerSettings::default(),
+            locks: None,
         }
+    }
+
+    /// Serialises the apply of each asset across invocations with a per-asset lease, held from
+    /// the version check to the recorded version. SQS delivers duplicates to concurrent
+    /// invocations; without it an older version's PATCH can land after a newer one's while
+    /// both conditional records succeed in the other order, leaving the PIM behind the
+    /// recorded version. An asset whose lease is held elsewhere is left for redelivery.
+    pub fn with_asset_locks(mut self, locks: Arc<dyn LeaseStore>) -> Self {
+        self.locks = Some(locks);
+        self
     }
 
     /// Replaces where `media_file` values are downloaded from (default: [`HttpMedia`]).
@@ -294,6 +309,7 @@ impl Consumer {
         };
 
         let current = self.read_dam(&mut batch).await;
+        let (owner, held) = self.lock_assets(&mut batch).await;
         let states = self.load_states(&mut batch).await;
 
         let mut upserts: Vec<Pending> = Vec::new();
@@ -403,11 +419,75 @@ impl Consumer {
             self.leave_mapping(&mut batch, idx, &asset, &state).await;
         }
 
+        self.unlock_assets(&owner, held).await;
         let mut outcome = self.finish(batch, poison, message_count).await;
         if let (Some(before), Some(after)) = (calls_before, self.pim.call_counts()) {
             outcome.pim = after.since(&before);
         }
         outcome
+    }
+
+    /// Takes the lease of every open change's asset; a change whose lease another invocation
+    /// holds (or that cannot be read) is left for redelivery. Returns the owner and the names.
+    async fn lock_assets(&self, batch: &mut Batch) -> (String, Vec<String>) {
+        let owner = format!("consumer-{:016x}", fastrand::u64(..));
+        let Some(locks) = &self.locks else {
+            return (owner, Vec::new());
+        };
+        // Outlives the batch (so a crash only delays the asset), but not by much.
+        let ttl = batch
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5))
+            + Duration::from_secs(5);
+        let wanted: Vec<(usize, String)> = (0..batch.changes.len())
+            .filter(|&idx| batch.open(idx))
+            .map(|idx| {
+                let c = &batch.changes[idx];
+                (
+                    idx,
+                    format!("asset#{}#{}", crate::ingest::route_name(c.dam), c.asset_id),
+                )
+            })
+            .collect();
+        let results: Vec<(usize, String, Result<bool, String>)> =
+            futures::stream::iter(wanted.into_iter().map(|(idx, name)| {
+                let owner = owner.clone();
+                async move {
+                    let got = locks
+                        .acquire(&name, &owner, ttl)
+                        .await
+                        .map_err(|e| e.to_string());
+                    (idx, name, got)
+                }
+            }))
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
+            .collect()
+            .await;
+        let mut held = Vec::new();
+        for (idx, name, got) in results {
+            match got {
+                Ok(true) => held.push(name),
+                Ok(false) => batch.settle(idx, Fate::Retry(LOCKED.into())),
+                Err(e) => batch.settle(idx, Fate::Retry(format!("taking the asset's lease: {e}"))),
+            }
+        }
+        (owner, held)
+    }
+
+    /// Releases the leases; one that fails to release expires with its TTL.
+    async fn unlock_assets(&self, owner: &str, held: Vec<String>) {
+        let Some(locks) = &self.locks else {
+            return;
+        };
+        futures::stream::iter(held.into_iter().map(|name| async move {
+            if let Err(e) = locks.release(&name, owner).await {
+                tracing::warn!(lease = %name, error = %e, "Asset lease not released; it expires.");
+            }
+        }))
+        .buffer_unordered(self.settings.writes_in_flight.max(1))
+        .collect::<Vec<()>>()
+        .await;
     }
 
     /// The current DAM state of every change: carried assets as they are, thin upserts

@@ -1088,3 +1088,56 @@ async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
     assert_eq!(poison.len(), 1, "{text}");
     assert_eq!(poison[0]["outcome"], "poison");
 }
+
+#[tokio::test]
+async fn an_asset_another_invocation_is_applying_is_left_for_redelivery() {
+    let h = harness();
+    let store: Arc<dyn LeaseStore> = h.store.clone();
+    let consumer = Consumer::new(
+        h.store.clone(),
+        Arc::new(Mapping::from_toml_str(MAPPING, "test").unwrap()),
+        h.pim.clone(),
+        h.dlq.clone(),
+    )
+    .with_source(h.dam.clone())
+    .with_asset_locks(store.clone());
+    let modified = now_ms() - 1_000;
+    h.put(dam_asset("busy", modified, "AB-1"));
+    h.put(dam_asset("free", modified, "AB-2"));
+    assert!(
+        store
+            .acquire("asset#generic#busy", "elsewhere", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let out = consumer
+        .process(
+            vec![
+                message(0, &thin("busy", modified)),
+                message(1, &thin("free", modified)),
+            ],
+            later(),
+        )
+        .await;
+    assert_eq!(out.retry, ["m0"], "{out:?}");
+    assert_eq!(out.report.synced, 1);
+    // Our own leases are released: the next batch may take them.
+    assert!(
+        store
+            .acquire("asset#generic#free", "next", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    // Once the other invocation is done, the redelivery applies the asset.
+    assert!(
+        store
+            .release("asset#generic#busy", "elsewhere")
+            .await
+            .unwrap()
+    );
+    let out = consumer
+        .process(vec![message(0, &thin("busy", modified))], later())
+        .await;
+    assert!(out.retry.is_empty(), "{out:?}");
+    assert_eq!(out.report.synced, 1);
+}
