@@ -38,8 +38,8 @@ on_delete = "delete"
 [route.values.media_preview]
 template = "soak/{{id}}.jpg"
 
-[route.values.product_ref]
-template = "SKU-{{id}}-{{seq}}"
+[route.values.alt_text]
+locales = { en_US = "Soak {{id}} revision {{seq}}" }
 "#;
 
 fn rss_kib(field: &str) -> u64 {
@@ -115,7 +115,8 @@ async fn main() {
         // The poll happens "2 s later", so this batch's changes are past the safety lag.
         let now = UNIX_EPOCH + Duration::from_millis((modified + 2_000) as u64);
         let report = poller
-            .run(now, now + Duration::from_secs(600))
+            // The run's deadline is checked against the real clock.
+            .run(now, SystemTime::now() + Duration::from_secs(600))
             .await
             .expect("poll");
         assert!(
