@@ -27,24 +27,7 @@ use crate::pim::Failure;
 use crate::runtime::Runtime;
 
 /// The demo's mapping: dam-sim's generated assets onto the simulator's `packshot` family.
-pub const DEMO_MAPPING: &str = r#"
-[settings]
-create_missing_options = false
-code = "{{id}}"
-
-[[route]]
-family = "packshot"
-on_delete = "delete"
-
-[route.values.alt_text]
-locales = { en_US = "fields.title" }
-
-[route.values.product_ref]
-field = "fields.sku"
-
-[route.values.width_px]
-field = "fields.width"
-"#;
+pub const DEMO_MAPPING: &str = dam_sim::PACKSHOT_MAPPING;
 
 const FAMILY: &str = "packshot";
 const SEED: u64 = 7;

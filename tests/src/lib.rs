@@ -9,6 +9,8 @@ use secrecy::SecretString;
 use serde_json::json;
 use shared::akeneo::config::parse_base_url;
 use shared::akeneo::{AkeneoClient, AkeneoConfig, Asset, AssetValue, Limits};
+use shared::queue::admin::{QueueAdmin, SqsQueueAdmin};
+use shared::store::dynamodb::{DynamoStore, create_table};
 
 /// The bulk route as the simulator accounts it.
 pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";
@@ -130,3 +132,75 @@ pub fn consumer_fields(n: usize, title: &str) -> serde_json::Value {
 }
 
 pub mod pipeline;
+
+/// AWS configuration for the moto server at `AWS_ENDPOINT_URL` (`.ci/run` starts one). Fails,
+/// never skips, without it. The endpoint comes from the environment exactly as in production;
+/// credentials and region are fixed so the SDK never probes instance metadata.
+pub async fn moto_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !endpoint.is_empty(),
+        "AWS_ENDPOINT_URL is not set: these tests need a moto server \
+         (.ci/run starts one; by hand: moto_server -H 127.0.0.1 -p 5055, then \
+         AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(
+            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        ))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test run on the same moto server uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
+/// A fresh standard queue on moto, with these attributes; its URL.
+pub async fn new_queue(
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    attributes: &[(aws_sdk_sqs::types::QueueAttributeName, String)],
+) -> String {
+    let name = unique(prefix);
+    let mut create = sqs.create_queue().queue_name(&name);
+    for (k, v) in attributes {
+        create = create.attributes(k.clone(), v);
+    }
+    create
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "create queue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })
+        .queue_url
+        .expect("queue url")
+}
+
+/// A fresh table with the connector's key design on moto, as the state store.
+pub async fn new_store(aws: &aws_config::SdkConfig, prefix: &str) -> std::sync::Arc<DynamoStore> {
+    let dynamo = aws_sdk_dynamodb::Client::new(aws);
+    let table = unique(prefix);
+    create_table(&dynamo, &table).await.expect("create table");
+    std::sync::Arc::new(DynamoStore::new(dynamo, table))
+}
+
+/// Every message of an SQS dead-letter queue as (body, reason), listed through the operator
+/// port, so nothing is consumed.
+pub async fn sqs_dead_letters(sqs: &aws_sdk_sqs::Client, dlq_url: &str) -> Vec<(String, String)> {
+    // Listing reads the dead-letter queue only: the main queue's URL is not needed.
+    SqsQueueAdmin::new(sqs.clone(), "", dlq_url)
+        .dead_letters(usize::MAX)
+        .await
+        .expect("list dead letters")
+        .into_iter()
+        .map(|m| (m.body, m.reason))
+        .collect()
+}

@@ -32,23 +32,7 @@ use crate::BULK_PATCH;
 
 /// Maps dam-sim's generated assets (generic contract JSON: `id`, `fields.title`, `fields.sku`,
 /// `fields.width`...) onto the Akeneo simulator fixture's `packshot` family.
-pub const SIM_MAPPING: &str = r#"
-[settings]
-code = "{{id}}"
-
-[[route]]
-family = "packshot"
-on_delete = "delete"
-
-[route.values.product_ref]
-field = "fields.sku"
-
-[route.values.alt_text]
-locales = { en_US = "fields.title" }
-
-[route.values.width_px]
-field = "fields.width"
-"#;
+pub const SIM_MAPPING: &str = dam_sim::PACKSHOT_MAPPING;
 
 /// A simulator running as a child process; killed when dropped.
 pub struct SimProcess {

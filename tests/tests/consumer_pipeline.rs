@@ -5,12 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_sqs::config::{Credentials, Region};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use dam_sim::{DamSim, DamSimConfig, DamSimHandle};
 use dam_sync_tests::{
-    BULK_PATCH, CONSUMER_MAPPING, akeneo_caps, consumer_fields, pim_config, start_pim,
+    BULK_PATCH, CONSUMER_MAPPING, akeneo_caps, consumer_fields, moto_config, new_queue, new_store,
+    pim_config, sqs_dead_letters, start_pim, unique,
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -19,33 +17,13 @@ use shared::consumer::{BatchOutcome, Consumer, ConsumerSettings, InboundMessage}
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::{AssetSource, ChangeEvent, ChangeKind, DamAsset, DamKind, Fetched};
 use shared::mapping::Mapping;
-use shared::queue::dlq::{ATTR_REASON, SqsDeadLetters};
+use shared::queue::dlq::SqsDeadLetters;
 use shared::store::AssetStateStore;
-use shared::store::dynamodb::{DynamoStore, DynamoStructureStore, create_table};
+use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 use tokio::time::Instant;
 use url::Url;
 
 const GET_FAMILY: &str = "GET /api/rest/v1/asset-families/{family}";
-
-async fn moto_config() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        !endpoint.is_empty(),
-        "AWS_ENDPOINT_URL is not set: these tests need a moto server \
-         (moto_server -H 127.0.0.1 -p 5058, then AWS_ENDPOINT_URL=http://127.0.0.1:5058)"
-    );
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        ))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", fastrand::u64(..))
-}
 
 struct World {
     pim: akeneo_sim::SimHandle,
@@ -64,21 +42,10 @@ async fn world(settings: ConsumerSettings) -> World {
 
 async fn world_with(settings: ConsumerSettings, mapping: &str) -> World {
     let aws = moto_config().await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let table = unique("consumer-state");
-    create_table(&dynamo, &table).await.expect("create table");
-    let store = Arc::new(DynamoStore::new(dynamo, table));
+    let store = new_store(&aws, "consumer-state").await;
     let structures = Arc::new(DynamoStructureStore::new(&store, Duration::from_secs(600)));
-
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(unique("consumer-dlq"))
-        .send()
-        .await
-        .expect("create DLQ")
-        .queue_url
-        .expect("queue url");
+    let dlq_url = new_queue(&sqs, "consumer-dlq", &[]).await;
 
     let pim = start_pim(akeneo_caps()).await;
     let client =
@@ -183,32 +150,7 @@ impl World {
 
     /// Every message in the DLQ: (body, reason attribute).
     async fn dead_letters(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .expect("receive");
-            let batch = received.messages.unwrap_or_default();
-            if batch.is_empty() {
-                return out;
-            }
-            for m in batch {
-                let reason = m
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get(ATTR_REASON))
-                    .and_then(|v| v.string_value.clone())
-                    .unwrap_or_default();
-                out.push((m.body.unwrap_or_default(), reason));
-            }
-        }
+        sqs_dead_letters(&self.sqs, &self.dlq_url).await
     }
 
     fn pim_asset(&self, code: &str) -> Option<Value> {

@@ -8,37 +8,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_sqs::config::{Credentials, Region};
 use dam_sim::{DamSim, DamSimConfig, DeliveryKnobs, Faults, WebhookKind};
 use dam_sync_tests::emf;
 use dam_sync_tests::lambda::{
     FunctionProcess, HttpApi, RuntimeApi, function_binary, http_api_event,
 };
-use dam_sync_tests::{CONSUMER_MAPPING, akeneo_caps, consumer_fields, start_pim};
+use dam_sync_tests::{
+    CONSUMER_MAPPING, akeneo_caps, consumer_fields, moto_config, start_pim, unique,
+};
 use serde_json::{Value, json};
 use shared::observability::{NAMESPACE, metric};
 use shared::store::dynamodb::create_table;
 
 const LONG: Duration = Duration::from_secs(120);
-
-async fn moto_config() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        !endpoint.is_empty(),
-        "AWS_ENDPOINT_URL is not set: this test needs a moto server \
-         (moto_server -H 127.0.0.1 -p 5058, then AWS_ENDPOINT_URL=http://127.0.0.1:5058)"
-    );
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", fastrand::u64(..))
-}
 
 /// What every function process gets besides its own settings: moto, dummy credentials and
 /// debug logs (the secret check is only meaningful when the most is logged).

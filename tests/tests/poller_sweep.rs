@@ -53,45 +53,99 @@ async fn pim_codes(base: &str) -> Vec<String> {
     codes
 }
 
+/// A DAM of `n` generated assets synced into the PIM through backfill and the consumer, with
+/// the ports a sweeper needs.
+struct Synced {
+    dam: dam_sim::DamSimHandle,
+    ids: Vec<String>,
+    pim: akeneo_sim::SimHandle,
+    source: Arc<GenericApi>,
+    store: Arc<MemoryStore>,
+    queue: Arc<MemoryChangeQueue>,
+    mapping: Arc<Mapping>,
+    client: Arc<AkeneoClient>,
+    consumer: Consumer,
+}
+
+impl Synced {
+    async fn start(n: usize, seed: u64) -> Self {
+        let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+        let ids = dam.generate(n, seed);
+        let pim = start_pim(akeneo_caps()).await;
+        let source = Arc::new(
+            GenericApi::new(GenericApiSettings::new(
+                url::Url::parse(&dam.generic_base_url()).unwrap(),
+                SecretString::from(dam.config().generic_token.clone()),
+            ))
+            .unwrap(),
+        );
+        let store = Arc::new(MemoryStore::new());
+        let queue = Arc::new(MemoryChangeQueue::new());
+        let mapping = Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").unwrap());
+        let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
+        let consumer = Consumer::new(
+            store.clone(),
+            mapping.clone(),
+            client.clone(),
+            Arc::new(MemoryDeadLetters::new()),
+        )
+        .with_source(source.clone());
+        let poller = Poller::new(
+            source.clone(),
+            queue.clone(),
+            store.clone(),
+            store.clone(),
+            PollerSettings::default(),
+        );
+        let now = SystemTime::now();
+        let r = poller
+            .backfill(now, now + Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!(r.events_enqueued, n as u64);
+        consume(&queue, &consumer).await;
+        Self {
+            dam,
+            ids,
+            pim,
+            source,
+            store,
+            queue,
+            mapping,
+            client,
+            consumer,
+        }
+    }
+
+    fn sweeper(&self, settings: SweepSettings) -> Sweeper {
+        Sweeper::new(
+            SweepPorts {
+                pim: self.client.clone(),
+                source: self.source.clone(),
+                states: self.store.clone(),
+                queue: self.queue.clone(),
+                cursors: self.store.clone(),
+                leases: self.store.clone(),
+            },
+            self.mapping.clone(),
+            settings,
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
-    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
-    let ids = dam.generate(130, 9);
-    let pim = start_pim(akeneo_caps()).await;
-    let source = Arc::new(
-        GenericApi::new(GenericApiSettings::new(
-            url::Url::parse(&dam.generic_base_url()).unwrap(),
-            SecretString::from(dam.config().generic_token.clone()),
-        ))
-        .unwrap(),
-    );
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(MemoryChangeQueue::new());
-    let mapping = Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").unwrap());
-    let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
-    let consumer = Consumer::new(
-        store.clone(),
-        mapping.clone(),
-        client.clone(),
-        Arc::new(MemoryDeadLetters::new()),
-    )
-    .with_source(source.clone());
-
     // Sync the catalogue, then add a PIM asset of the same family by hand.
-    let poller = Poller::new(
-        source.clone(),
-        queue.clone(),
-        store.clone(),
-        store.clone(),
-        PollerSettings::default(),
-    );
-    let now = SystemTime::now();
-    let r = poller
-        .backfill(now, now + Duration::from_secs(600))
-        .await
-        .unwrap();
-    assert_eq!(r.events_enqueued, 130);
-    consume(&queue, &consumer).await;
+    let w = Synced::start(130, 9).await;
+    let Synced {
+        dam,
+        ids,
+        pim,
+        queue,
+        client,
+        consumer,
+        ..
+    } = &w;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let manual = packshot(999_001);
     let outcome = client
@@ -109,19 +163,9 @@ async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
     dam.reset_stats();
 
     let metrics = Arc::new(PollMetrics::default());
-    let sweeper = Sweeper::new(
-        SweepPorts {
-            pim: client.clone(),
-            source: source.clone(),
-            states: store.clone(),
-            queue: queue.clone(),
-            cursors: store.clone(),
-            leases: store.clone(),
-        },
-        mapping.clone(),
-        SweepSettings::default(),
-    )
-    .with_metrics(metrics.clone());
+    let sweeper = w
+        .sweeper(SweepSettings::default())
+        .with_metrics(metrics.clone());
     let now = SystemTime::now();
     let report = sweeper
         .run(now, now + Duration::from_secs(600))
@@ -147,7 +191,7 @@ async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
     assert_eq!(queued, expected);
 
     // The consumer applies the delete policy: exactly the lost assets leave the PIM.
-    consume(&queue, &consumer).await;
+    consume(queue, consumer).await;
     let codes = pim_codes(&pim.base_url()).await;
     assert_eq!(codes.len(), 124);
     assert!(codes.contains(&manual.code), "the hand-made asset stays");
@@ -184,58 +228,24 @@ async fn the_sweep_deletes_what_the_dam_lost_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_stops_at_its_dam_call_budget() {
-    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
-    let ids = dam.generate(150, 4);
-    let pim = start_pim(akeneo_caps()).await;
-    let source = Arc::new(
-        GenericApi::new(GenericApiSettings::new(
-            url::Url::parse(&dam.generic_base_url()).unwrap(),
-            SecretString::from(dam.config().generic_token.clone()),
-        ))
-        .unwrap(),
-    );
-    let store = Arc::new(MemoryStore::new());
-    let queue = Arc::new(MemoryChangeQueue::new());
-    let mapping = Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").unwrap());
-    let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
-    let consumer = Consumer::new(
-        store.clone(),
-        mapping.clone(),
-        client.clone(),
-        Arc::new(MemoryDeadLetters::new()),
-    )
-    .with_source(source.clone());
-    let poller = Poller::new(
-        source.clone(),
-        queue.clone(),
-        store.clone(),
-        store.clone(),
-        PollerSettings::default(),
-    );
-    let now = SystemTime::now();
-    poller
-        .backfill(now, now + Duration::from_secs(600))
-        .await
-        .unwrap();
-    consume(&queue, &consumer).await;
-    for id in &ids {
+    let w = Synced::start(150, 4).await;
+    let Synced {
+        dam,
+        ids,
+        pim,
+        store,
+        queue,
+        consumer,
+        ..
+    } = &w;
+    for id in ids {
         dam.delete(id);
     }
-    let sweeper = Sweeper::new(
-        SweepPorts {
-            pim: client,
-            source,
-            states: store.clone(),
-            queue: queue.clone(),
-            cursors: store.clone(),
-            leases: store.clone(),
-        },
-        mapping,
-        SweepSettings {
-            max_dam_calls: 1,
-            ..SweepSettings::default()
-        },
-    );
+    let sweeper = w.sweeper(SweepSettings {
+        max_dam_calls: 1,
+        ..SweepSettings::default()
+    });
+    let now = SystemTime::now();
     let report = sweeper
         .run(now, now + Duration::from_secs(600))
         .await
@@ -247,7 +257,7 @@ async fn the_sweep_stops_at_its_dam_call_budget() {
     let saved = store.get("sweep").await.unwrap().unwrap();
     assert!(saved.page_token.is_some());
     assert_eq!(queue.len(), 100);
-    consume(&queue, &consumer).await;
+    consume(queue, consumer).await;
 
     // The next run resumes at the second PIM page instead of starting over.
     let next = sweeper
@@ -259,7 +269,7 @@ async fn the_sweep_stops_at_its_dam_call_budget() {
     assert!(!next.position_saved);
     assert_eq!(next.pim_assets, 50);
     assert_eq!(next.deletions_enqueued, 50);
-    consume(&queue, &consumer).await;
+    consume(queue, consumer).await;
     assert!(pim_codes(&pim.base_url()).await.is_empty());
     assert_eq!(store.get("sweep").await.unwrap().unwrap().page_token, None);
 }

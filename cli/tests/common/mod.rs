@@ -15,21 +15,7 @@ use dam_sim::DamSimHandle;
 pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";
 
 /// dam-sim's generated assets onto the simulator's `packshot` family.
-pub const MAPPING: &str = r#"
-[settings]
-create_missing_options = false
-code = "{{id}}"
-
-[[route]]
-family = "packshot"
-on_delete = "delete"
-
-[route.values.alt_text]
-locales = { en_US = "fields.title" }
-
-[route.values.product_ref]
-field = "fields.sku"
-"#;
+pub const MAPPING: &str = dam_sim::PACKSHOT_MAPPING;
 
 /// Writes a config for `serve`/`check`/`backfill` into `dir`; `extra` is appended verbatim
 /// (e.g. `[poller]` or `[consumer]` sections).

@@ -6,17 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_sdk_sqs::config::{Credentials, Region};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use dam_sync_tests::{moto_config, new_queue, new_store, sqs_dead_letters};
 use shared::akeneo::StructureStore;
 use shared::consumer::InboundMessage;
 use shared::queue::ChangeQueue;
-use shared::queue::dlq::{ATTR_REASON, DeadLetters, SqsDeadLetters};
+use shared::queue::dlq::{DeadLetters, SqsDeadLetters};
 use shared::queue::sqs::SqsChangeQueue;
-use shared::store::dynamodb::{DynamoStore, DynamoStructureStore, create_table};
+use shared::store::dynamodb::DynamoStructureStore;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 
 use super::VISIBILITY;
@@ -47,56 +44,23 @@ pub struct Backend {
     pub dead: Arc<dyn DeadLetters>,
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", fastrand::u64(..))
-}
-
-async fn moto() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        !endpoint.is_empty(),
-        "AWS_ENDPOINT_URL is not set: the chaos suite needs a moto server (.ci/run starts one)"
-    );
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        ))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
 /// SQS queue + DLQ (redrive after many receives, so only the consumer's own dead-lettering
 /// puts messages there) and one DynamoDB table, on moto.
 pub async fn aws() -> Backend {
-    let aws = moto().await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-    let table = unique("chaos");
-    create_table(&dynamo, &table).await.expect("create table");
-    let store = Arc::new(DynamoStore::new(dynamo, table));
+    let aws = moto_config().await;
+    let store = new_store(&aws, "chaos").await;
     let structures = Arc::new(DynamoStructureStore::new(&store, Duration::from_secs(600)));
-
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name(unique("chaos-dlq"))
-        .send()
-        .await
-        .expect("create DLQ")
-        .queue_url
-        .expect("queue url");
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("chaos-queue"))
-        .attributes(
+    let dlq_url = new_queue(&sqs, "chaos-dlq", &[]).await;
+    let queue_url = new_queue(
+        &sqs,
+        "chaos-queue",
+        &[(
             QueueAttributeName::VisibilityTimeout,
             VISIBILITY.as_secs().to_string(),
-        )
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
+        )],
+    )
+    .await;
     let work = Arc::new(SqsWork {
         sqs: sqs.clone(),
         queue_url: queue_url.clone(),
@@ -210,33 +174,7 @@ impl WorkQueue for SqsWork {
     }
 
     async fn dead_letters(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.dlq_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .expect("receive dead letters");
-            let batch = received.messages.unwrap_or_default();
-            if batch.is_empty() {
-                return out;
-            }
-            for m in batch {
-                let reason = m
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get(ATTR_REASON))
-                    .and_then(|v| v.string_value.clone())
-                    .unwrap_or_default();
-                out.push((m.body.unwrap_or_default(), reason));
-            }
-        }
+        sqs_dead_letters(&self.sqs, &self.dlq_url).await
     }
 }
 

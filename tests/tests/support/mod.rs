@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+pub use dam_sync_tests::moto_config;
 use lambda_http::Body;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -277,25 +278,6 @@ pub fn sns_headers(envelope: &Value) -> Vec<(String, String)> {
 
 // ---- moto SQS ----
 
-/// AWS configuration for the moto server at `AWS_ENDPOINT_URL`. Fails (never skips) without it.
-pub async fn moto_config() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(
-        !endpoint.is_empty(),
-        "AWS_ENDPOINT_URL is not set: these tests need a moto server \
-         (moto_server -H 127.0.0.1 -p 5055, then AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
-    );
-    // The endpoint comes from the environment exactly as in production; credentials and
-    // region are fixed so the SDK never probes instance metadata.
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        ))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
 /// An SQS client for moto (see [`moto_config`]).
 pub async fn moto_sqs() -> Client {
     Client::new(&moto_config().await)
@@ -303,30 +285,7 @@ pub async fn moto_sqs() -> Client {
 
 /// A fresh, uniquely named standard queue.
 pub async fn new_queue(client: &Client, prefix: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
-    client
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "create queue {name}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })
-        .queue_url()
-        .unwrap()
-        .to_owned()
+    dam_sync_tests::new_queue(client, prefix, &[]).await
 }
 
 /// Everything currently in the queue (messages stay invisible afterwards).
