@@ -25,7 +25,7 @@ use shared::mapping::Mapping;
 use shared::poller::{Poller, PollerSettings, StopReason};
 use shared::queue::dlq::MemoryDeadLetters;
 use shared::queue::{ChangeQueue, QueueError};
-use shared::store::MemoryStore;
+use shared::store::{AssetStateStore, CursorStore, LeaseStore, MemoryStore};
 use tokio::sync::mpsc;
 
 use crate::BULK_PATCH;
@@ -200,17 +200,40 @@ impl Default for BackfillSettings {
     }
 }
 
+/// Where a backfill keeps its state: the cursor, the poller's lease and per-asset versions.
+#[derive(Clone)]
+pub struct StateStores {
+    pub assets: Arc<dyn AssetStateStore>,
+    pub cursors: Arc<dyn CursorStore>,
+    pub leases: Arc<dyn LeaseStore>,
+}
+
+impl StateStores {
+    /// All three from one store (the embedded store, DynamoDB, memory).
+    pub fn of<S: AssetStateStore + CursorStore + LeaseStore + 'static>(store: Arc<S>) -> Self {
+        Self {
+            assets: store.clone(),
+            cursors: store.clone(),
+            leases: store,
+        }
+    }
+
+    /// In this process's memory: the per-asset states of the whole catalogue count in its RSS.
+    pub fn memory() -> Self {
+        Self::of(Arc::new(MemoryStore::new()))
+    }
+}
+
 /// Backfills every asset of the generic DAM at `dam_generic_url` into the PIM at
-/// `pim_base_url` through poller, queue and consumer, and reports what it took. State
-/// (cursor, lease, per-asset versions) lives in a [`MemoryStore`] in this process: the
-/// per-asset states of the whole catalogue are counted in its memory, which production keeps
-/// in DynamoDB, so the RSS measured around this is an upper bound for the connector.
+/// `pim_base_url` through poller, queue and consumer, with state in `state`, and reports what
+/// it took.
 pub async fn backfill_into_pim(
     dam_generic_url: &str,
     dam_token: &str,
     pim_base_url: &str,
     expected_assets: u64,
     settings: &BackfillSettings,
+    state: StateStores,
 ) -> Result<BackfillFigures, String> {
     let started = Instant::now();
     let source = Arc::new(
@@ -220,13 +243,12 @@ pub async fn backfill_into_pim(
         ))
         .map_err(|e| e.to_string())?,
     );
-    let store = Arc::new(MemoryStore::new());
     let mapping =
         Arc::new(Mapping::from_toml_str(SIM_MAPPING, "SIM_MAPPING").map_err(|e| e.to_string())?);
     let pim = AkeneoClient::new(sim_pim_config(pim_base_url, Limits::default()))
         .map_err(|e| e.to_string())?;
     let dead_letters = Arc::new(MemoryDeadLetters::new());
-    let consumer = Consumer::new(store.clone(), mapping, Arc::new(pim), dead_letters)
+    let consumer = Consumer::new(state.assets, mapping, Arc::new(pim), dead_letters)
         .with_source(source.clone());
 
     let (queue, mut rx) = ChannelQueue::new(settings.queue_pages);
@@ -271,8 +293,8 @@ pub async fn backfill_into_pim(
     let poller = Poller::new(
         source,
         Arc::new(queue),
-        store.clone(),
-        store,
+        state.cursors,
+        state.leases,
         PollerSettings {
             page_size: settings.page_size,
             max_dam_calls: settings.max_dam_calls,

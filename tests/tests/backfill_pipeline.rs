@@ -2,7 +2,10 @@
 //! bulk PATCH calls through poller backfill → queue → consumer, with both simulators in their
 //! own processes (the full-size run with RSS is `cargo bench --bench backfill`).
 
-use dam_sync_tests::pipeline::{BackfillSettings, SimProcess, backfill_into_pim};
+use std::sync::Arc;
+
+use dam_sync_tests::pipeline::{BackfillSettings, SimProcess, StateStores, backfill_into_pim};
+use embedded_store::SqliteStore;
 use serde_json::Value;
 
 const ASSETS: u64 = 2_000;
@@ -33,12 +36,17 @@ async fn a_backfill_reaches_the_pim_in_one_patch_per_hundred_assets() {
         max_dam_calls: 3,
         queue_pages: 2,
     };
+    let dir = tempfile::tempdir().unwrap();
     let figures = backfill_into_pim(
         &format!("{}/generic", dam.base_url()),
         "dam-sim-generic-token",
         pim.base_url(),
         ASSETS,
         &settings,
+        // The embedded store, as `dam-sync backfill` uses it.
+        StateStores::of(Arc::new(
+            SqliteStore::open(dir.path().join("state.db")).expect("store"),
+        )),
     )
     .await
     .expect("backfill");
