@@ -22,7 +22,7 @@ use shared::queue::ChangeQueue;
 use shared::queue::admin::{QueueAdmin, SqsQueueAdmin};
 use shared::queue::sqs::SqsChangeQueue;
 use shared::store::dynamodb::DynamoStore;
-use shared::store::{CursorStore, LeaseStore};
+use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 use tokio::time::Instant;
 
 use crate::Backend;
@@ -307,11 +307,13 @@ pub async fn dlq_replay(backend: &Backend, ids: Option<Vec<String>>) -> Result<E
     })
 }
 
-/// Where a backfill queues and keeps its cursor, and how to name that backend.
+/// Where a backfill queues, keeps its cursor and reads applied versions, and how to name that
+/// backend.
 type Ports = (
     Arc<dyn ChangeQueue>,
     Arc<dyn CursorStore>,
     Arc<dyn LeaseStore>,
+    Arc<dyn AssetStateStore>,
     String,
 );
 
@@ -325,7 +327,7 @@ pub async fn backfill(
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
     let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
     let settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
-    let (queue, cursors, leases, backend): Ports = if aws {
+    let (queue, cursors, leases, states, backend): Ports = if aws {
         let get = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -344,6 +346,7 @@ pub async fn backfill(
                 queue_url.clone(),
             )),
             store.clone(),
+            store.clone(),
             store,
             format!("SQS queue {queue_url} and DynamoDB table {table}"),
         )
@@ -352,9 +355,9 @@ pub async fn backfill(
             SqliteStore::open(config.store_path()).map_err(|e| Failure::input(e.to_string()))?,
         );
         let name = format!("SQLite store {}", store.path().display());
-        (store.clone(), store.clone(), store, name)
+        (store.clone(), store.clone(), store.clone(), store, name)
     };
-    let poller = Poller::new(source, queue, cursors, leases, settings);
+    let poller = Poller::new(source, queue, cursors, leases, settings).with_applied_filter(states);
     let bar = if progress {
         let bar = ProgressBar::new_spinner();
         bar.set_style(

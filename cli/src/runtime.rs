@@ -220,7 +220,8 @@ impl Runtime {
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             poller_settings,
-        );
+        )
+        .with_applied_filter(Arc::new(store.clone()));
         Ok(Runtime {
             store,
             pim,

@@ -248,7 +248,7 @@ pub async fn backfill_into_pim(
     let pim = AkeneoClient::new(sim_pim_config(pim_base_url, Limits::default()))
         .map_err(|e| e.to_string())?;
     let dead_letters = Arc::new(MemoryDeadLetters::new());
-    let consumer = Consumer::new(state.assets, mapping, Arc::new(pim), dead_letters)
+    let consumer = Consumer::new(state.assets.clone(), mapping, Arc::new(pim), dead_letters)
         .with_source(source.clone());
 
     let (queue, mut rx) = ChannelQueue::new(settings.queue_pages);
@@ -300,7 +300,8 @@ pub async fn backfill_into_pim(
             max_dam_calls: settings.max_dam_calls,
             ..PollerSettings::default()
         },
-    );
+    )
+    .with_applied_filter(state.assets);
     let mut runs = 0u32;
     let mut dam_calls = 0u64;
     let mut enqueued = 0u64;

@@ -144,6 +144,7 @@ fn report(stop: StopReason) -> RunReport {
         dam_calls: 3,
         pages: 2,
         events_enqueued: 150,
+        already_applied: 40,
         cursor_before_ms: Some(now_ms() - 600_000),
         cursor_after_ms: Some(now_ms() - 120_000),
         resumed: false,

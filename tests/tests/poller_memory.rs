@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use shared::dam::DamError;
+use shared::dam::{DamError, DamKind, Version};
 use shared::poller::{
     MemorySource, PollError, PollMetrics, Poller, PollerSettings, RunReport, StopReason,
 };
 use shared::queue::MemoryChangeQueue;
-use shared::store::{Advance, Cursor, CursorStore, LeaseStore, MemoryStore, StateError};
+use shared::store::{
+    Advance, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, MemoryStore, StateError,
+};
 
 const T0: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
@@ -126,6 +128,70 @@ async fn the_next_run_relists_from_cursor_minus_lookback_inclusive() {
         .unwrap();
     assert_eq!(report.stop, StopReason::Complete);
     assert_eq!(rig.drained_ids(), vec!["edge".to_owned()]);
+}
+
+#[tokio::test]
+async fn relisted_changes_the_consumer_applied_are_not_enqueued_again() {
+    let rig = Rig::new();
+    rig.source.put("applied", T0 - 10 * MIN, 1);
+    rig.source.put("behind", T0 - 10 * MIN, 1);
+    rig.source.put("new", T0 - 10 * MIN, 1);
+    let poller = rig
+        .poller(settings())
+        .with_applied_filter(rig.store.clone());
+    let first = poller.run(at(T0), far_deadline(T0)).await.unwrap();
+    assert_eq!(first.events_enqueued, 3);
+    assert_eq!(first.already_applied, 0);
+    rig.queue.drain();
+
+    // The consumer applied "applied" at its listed version and "behind" at an older one.
+    let record = |id: &str, seq: i64| AssetState {
+        dam: DamKind::Generic,
+        asset_id: id.to_owned(),
+        applied_version: Version {
+            modified_at_ms: T0 - 10 * MIN,
+            seq,
+        },
+        content_hash: "h".into(),
+        family: "packshot".into(),
+        pim_code: id.to_owned(),
+        updated_at_ms: T0,
+        media_files: Default::default(),
+    };
+    rig.store
+        .record_applied(&record("applied", 1))
+        .await
+        .unwrap();
+    rig.store
+        .record_applied(&record("behind", 0))
+        .await
+        .unwrap();
+
+    // The next run lists all three again inside its lookback and enqueues only the two the
+    // PIM does not hold yet; the cursor moves as without the filter.
+    let second = poller
+        .run(at(T0 + MIN), far_deadline(T0 + MIN))
+        .await
+        .unwrap();
+    assert_eq!(second.stop, StopReason::Complete);
+    assert_eq!(second.already_applied, 1);
+    assert_eq!(second.events_enqueued, 2);
+    assert_eq!(
+        rig.drained_ids(),
+        vec!["behind".to_owned(), "new".to_owned()]
+    );
+    assert_eq!(
+        rig.cursor("reconcile").await.unwrap().position_ms,
+        T0 - 10 * MIN
+    );
+
+    // Without the filter, the same run enqueues all three.
+    let unfiltered = rig
+        .poller(settings())
+        .run(at(T0 + 2 * MIN), far_deadline(T0 + 2 * MIN))
+        .await
+        .unwrap();
+    assert_eq!(unfiltered.events_enqueued, 3);
 }
 
 #[tokio::test]

@@ -153,7 +153,8 @@ async fn main() -> Result<(), Error> {
         store.clone(),
         store.clone(),
         settings.clone(),
-    );
+    )
+    .with_applied_filter(store.clone());
     let sweeper = match get("AKENEO_BASE_URL") {
         None => None,
         Some(_) => {

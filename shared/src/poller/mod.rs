@@ -23,7 +23,9 @@ use crate::dam::{
     AssetSource, ChangeEvent, ChangeKind, DamAsset, DamError, DamKind, PageToken, Version,
 };
 use crate::queue::{ChangeQueue, QueueError};
-use crate::store::{Advance, Clock, Cursor, CursorStore, LeaseStore, StateError, system_clock};
+use crate::store::{
+    Advance, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore, StateError, system_clock,
+};
 
 mod memory;
 mod settings;
@@ -113,6 +115,10 @@ pub struct RunReport {
     pub dam_calls: u32,
     pub pages: u32,
     pub events_enqueued: u64,
+    /// Listed changes not enqueued because the PIM already holds that version or a newer one
+    /// (see [`Poller::with_applied_filter`]).
+    #[serde(default)]
+    pub already_applied: u64,
     /// Cursor position (ms since the epoch) before and after the run.
     pub cursor_before_ms: Option<i64>,
     pub cursor_after_ms: Option<i64>,
@@ -194,6 +200,7 @@ pub struct Poller {
     settings: PollerSettings,
     clock: Clock,
     metrics: Arc<PollMetrics>,
+    applied: Option<Arc<dyn AssetStateStore>>,
 }
 
 impl Poller {
@@ -212,7 +219,18 @@ impl Poller {
             settings,
             clock: system_clock(),
             metrics: Arc::default(),
+            applied: None,
         }
+    }
+
+    /// Leaves out of each page the changes whose version the consumer has already applied
+    /// (one batched state read per page). Every run lists its lookback window again, so
+    /// without this each change is enqueued once per run that sees it, and the consumer only
+    /// then drops the repeats as stale; the outcome is the same, the queue traffic is not.
+    /// A failed state read enqueues the whole page.
+    pub fn with_applied_filter(mut self, states: Arc<dyn AssetStateStore>) -> Self {
+        self.applied = Some(states);
+        self
     }
 
     /// The clock read before each DAM call to honour the deadline (tests inject one).
@@ -263,6 +281,7 @@ impl Poller {
             dam_calls: 0,
             pages: 0,
             events_enqueued: 0,
+            already_applied: 0,
             cursor_before_ms: None,
             cursor_after_ms: None,
             resumed: false,
@@ -291,6 +310,7 @@ impl Poller {
                     stop = ?report.stop,
                     pages = report.pages,
                     events = report.events_enqueued,
+                    already_applied = report.already_applied,
                     dam_calls = report.dam_calls,
                     cursor_after_ms = report.cursor_after_ms,
                     "Poll run finished."
@@ -322,6 +342,37 @@ impl Poller {
                 Err(e)
             }
         }
+    }
+
+    /// The listed assets the consumer has not applied at their version (all of them without
+    /// the filter or when the state cannot be read).
+    async fn not_yet_applied<'a>(&self, assets: &'a [DamAsset]) -> Vec<&'a DamAsset> {
+        let Some(states) = &self.applied else {
+            return assets.iter().collect();
+        };
+        let mut keep = Vec::with_capacity(assets.len());
+        let mut by_dam: Vec<(DamKind, Vec<&DamAsset>)> = Vec::new();
+        for a in assets {
+            match by_dam.iter_mut().find(|(d, _)| *d == a.dam) {
+                Some((_, list)) => list.push(a),
+                None => by_dam.push((a.dam, vec![a])),
+            }
+        }
+        for (dam, list) in by_dam {
+            let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
+            match states.get_many(dam, &ids).await {
+                Ok(applied) => keep.extend(list.into_iter().filter(|a| {
+                    applied
+                        .get(&a.id)
+                        .is_none_or(|s| a.version > s.applied_version)
+                })),
+                Err(error) => {
+                    tracing::warn!(%error, "Applied versions unreadable; enqueueing the whole page.");
+                    keep.extend(list);
+                }
+            }
+        }
+        keep
     }
 
     async fn run_leased(
@@ -400,9 +451,10 @@ impl Poller {
                     break StopReason::Failed;
                 }
             };
-            let events: Vec<ChangeEvent> = page
-                .assets
-                .iter()
+            let fresh = self.not_yet_applied(&page.assets).await;
+            report.already_applied += (page.assets.len() - fresh.len()) as u64;
+            let events: Vec<ChangeEvent> = fresh
+                .into_iter()
                 .map(|a| change_event(a, to_ms(now)))
                 .collect();
             if !events.is_empty()
