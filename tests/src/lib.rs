@@ -204,3 +204,47 @@ pub async fn sqs_dead_letters(sqs: &aws_sdk_sqs::Client, dlq_url: &str) -> Vec<(
         .map(|m| (m.body, m.reason))
         .collect()
 }
+
+/// Serves the webhook routes on loopback through the ingest service, as API Gateway routes to
+/// it; returns the base URL.
+pub async fn serve_ingest(service: std::sync::Arc<shared::ingest::IngestService>) -> String {
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: axum::body::Bytes| {
+            let service = service.clone();
+            async move {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            v.to_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                let answer = service
+                    .handle_http(
+                        method.as_str(),
+                        uri.path(),
+                        headers,
+                        body,
+                        std::time::SystemTime::now(),
+                    )
+                    .await;
+                (
+                    axum::http::StatusCode::from_u16(answer.status)
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                    answer.body,
+                )
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}

@@ -30,12 +30,9 @@ use std::time::{Duration, SystemTime};
 
 use akeneo_sim::{Faults, SimConfig};
 use async_trait::async_trait;
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use chaos_support::Backend;
 use dam_sim::{DamSim, DamSimConfig, DamSimHandle, DeliveryKnobs, WebhookKind};
-use dam_sync_tests::{CONSUMER_MAPPING, pim_config};
+use dam_sync_tests::{CONSUMER_MAPPING, pim_config, serve_ingest};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::akeneo::{AkeneoClient, Limits};
@@ -85,35 +82,6 @@ impl ChangeQueue for Recording {
         ids.extend(events.iter().map(|e| e.asset_id.clone()));
         Ok(())
     }
-}
-
-/// The ingest service behind a local HTTP server, as API Gateway would route to it.
-async fn serve_ingest(service: Arc<IngestService>) -> String {
-    let app = Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let service = service.clone();
-            async move {
-                let headers = headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
-                let r = service
-                    .handle_http(
-                        method.as_str(),
-                        uri.path(),
-                        headers,
-                        body,
-                        SystemTime::now(),
-                    )
-                    .await;
-                (StatusCode::from_u16(r.status).unwrap(), r.body)
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
 }
 
 fn asset_id(n: usize) -> String {

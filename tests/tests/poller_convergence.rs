@@ -10,11 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use dam_sim::{DamSim, DamSimConfig, DeliveryKnobs, WebhookKind};
 use dam_sync_tests::pipeline::SIM_MAPPING;
-use dam_sync_tests::{akeneo_caps, pim_config, start_pim};
+use dam_sync_tests::{akeneo_caps, pim_config, serve_ingest, start_pim};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::akeneo::{AkeneoClient, Limits};
@@ -28,46 +26,6 @@ use shared::queue::dlq::MemoryDeadLetters;
 use shared::queue::sqs::SqsChangeQueue;
 use shared::store::dynamodb::{self, DynamoStore};
 use support::{moto_config, moto_sqs, new_queue, receive_all};
-
-/// Serves `POST /webhooks/{dam}` on loopback through the ingest service; returns its base URL.
-async fn serve_ingest(service: Arc<IngestService>) -> String {
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let service = service.clone();
-            async move {
-                let headers = headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_owned(),
-                            v.to_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                let answer = service
-                    .handle_http(
-                        method.as_str(),
-                        uri.path(),
-                        headers,
-                        body,
-                        SystemTime::now(),
-                    )
-                    .await;
-                (
-                    StatusCode::from_u16(answer.status)
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    answer.body,
-                )
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
 
 /// Receives everything in the queue and runs it through the consumer as SQS would (batches
 /// of 10, failed messages redelivered); returns the number of messages consumed.
