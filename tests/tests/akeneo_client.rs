@@ -415,6 +415,46 @@ async fn a_hanging_pim_is_bounded_by_the_deadline() {
     );
 }
 
+/// A call the client gave up on may still hold its slot on the PIM's side: its connection's
+/// close can reach the PIM after the next call does. The client keeps the slot a moment longer
+/// (`abandoned_call_hold`), so the next call does not arrive as a 5th. Without the hold this
+/// run saw 5 in about one run of six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_on_keeps_its_slot_until_the_pim_has_let_go() {
+    let _turn = HEAVY.lock().await;
+    let sim = start_pim(Faults {
+        hang_rate: 0.1,
+        latency_ms: (20, 20),
+        ..Faults::default()
+    })
+    .await;
+    let client = pim_client(
+        &sim,
+        Limits {
+            request_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    );
+
+    let report = client
+        .upsert_assets("packshot", &packshots(5_000), deadline(120))
+        .await;
+
+    assert_eq!(report.failures().count(), 0);
+    let stats = sim.stats();
+    let hung: u64 = stats
+        .calls
+        .values()
+        .flat_map(|by_status| by_status.get(&0))
+        .sum();
+    assert!(hung > 0, "calls hung: {stats:?}");
+    assert!(
+        stats.max_in_flight_per_token <= 4,
+        "the PIM counted {} calls in flight",
+        stats.max_in_flight_per_token
+    );
+}
+
 #[tokio::test]
 async fn lists_gets_and_deletes_assets() {
     let sim = start_pim(Faults::default()).await;

@@ -46,6 +46,9 @@ pub struct Limits {
     pub requests_per_second: Option<u32>,
     pub option_writes_per_second: u32,
     pub request_timeout: Duration,
+    /// How long the slot of a call given up on (timed out) stays taken: the PIM may still be
+    /// working on it, and our closed connection can reach the PIM after our next call does.
+    pub abandoned_call_hold: Duration,
     pub connect_timeout: Duration,
     pub batch_max_items: usize,
     pub batch_max_bytes: usize,
@@ -63,6 +66,7 @@ impl Default for Limits {
             requests_per_second: Some(DEFAULT_REQUESTS_PER_SECOND),
             option_writes_per_second: DEFAULT_OPTION_WRITES_PER_SECOND,
             request_timeout: Duration::from_secs(30),
+            abandoned_call_hold: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             batch_max_items: MAX_ASSETS_PER_PATCH,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,

@@ -341,6 +341,12 @@ impl Transport {
         }
         .await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if matches!(&sent, Err(e) if e.is_timeout()) {
+            // Akeneo counts its own in-flight calls: one we gave up on may still be running
+            // there, so its slot is not reused at once (else the PIM sees a 5th call, a 429).
+            let hold = self.limits.abandoned_call_hold;
+            tokio::time::sleep_until(deadline.min(Instant::now() + hold)).await;
+        }
         drop(permit);
 
         match sent {
