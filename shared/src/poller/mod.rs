@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::is_newer;
 use crate::dam::{
     AssetSource, ChangeEvent, ChangeKind, DamAsset, DamError, DamKind, PageToken, Version,
 };
@@ -361,11 +362,11 @@ impl Poller {
         for (dam, list) in by_dam {
             let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
             match states.get_many(dam, &ids).await {
-                Ok(applied) => keep.extend(list.into_iter().filter(|a| {
-                    applied
-                        .get(&a.id)
-                        .is_none_or(|s| a.version > s.applied_version)
-                })),
+                // The consumer's own rule, so the poller leaves out exactly what it would skip.
+                Ok(applied) => keep.extend(
+                    list.into_iter()
+                        .filter(|a| is_newer(a.version, applied.get(&a.id))),
+                ),
                 Err(error) => {
                     tracing::warn!(%error, "Applied versions unreadable; enqueueing the whole page.");
                     keep.extend(list);
