@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -23,6 +23,7 @@ use shared::queue::admin::{QueueAdmin, SqsQueueAdmin};
 use shared::queue::sqs::SqsChangeQueue;
 use shared::store::dynamodb::DynamoStore;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
+use shared::time::{format_rfc3339_ms, now_ms};
 use tokio::time::Instant;
 
 use crate::Backend;
@@ -133,22 +134,6 @@ impl Target {
     }
 }
 
-fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn age(ms: i64) -> String {
     let secs = (now_ms() - ms).max(0) / 1000;
     match secs {
@@ -178,7 +163,7 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
             {
                 Some(c) => println!(
                     "Cursor {name}: at {} ({}), version {}{}",
-                    format_ms(c.position_ms),
+                    format_rfc3339_ms(c.position_ms),
                     age(c.position_ms),
                     c.version,
                     if c.page_token.is_some() {
@@ -216,7 +201,7 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
             .await
             .map_err(|e| target.failure("reading the errors", e))?
         {
-            errors.push(format!("{} {source}: {message}", format_ms(at)));
+            errors.push(format!("{} {source}: {message}", format_rfc3339_ms(at)));
         }
     }
     if depth.dead_letters > 0 {
@@ -227,7 +212,7 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
         for l in letters.iter().rev() {
             errors.push(format!(
                 "{} dead letter {}: {}",
-                l.parked_at_ms.map(format_ms).unwrap_or_default(),
+                l.parked_at_ms.map(format_rfc3339_ms).unwrap_or_default(),
                 l.id,
                 l.reason
             ));
@@ -266,7 +251,7 @@ pub async fn dlq_list(backend: &Backend, limit: usize, bodies: bool) -> Result<E
             "{}{asset}{}: {}",
             l.id,
             l.parked_at_ms
-                .map(|t| format!(" parked {}", format_ms(t)))
+                .map(|t| format!(" parked {}", format_rfc3339_ms(t)))
                 .unwrap_or_default(),
             l.reason
         );

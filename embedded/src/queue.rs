@@ -9,6 +9,8 @@ use shared::queue::admin::{ParkedMessage, QueueAdmin, QueueDepth, Replayed};
 use shared::queue::dlq::DeadLetters;
 use shared::queue::{ChangeQueue, QueueError};
 
+use shared::time::duration_ms;
+
 use crate::error::DbError;
 use crate::{SqliteStore, random_id};
 
@@ -42,10 +44,6 @@ pub struct Received {
     pub receive_count: u32,
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Most recorded errors kept for `dam-sync status`.
 const MAX_ERRORS: i64 = 200;
 
@@ -54,7 +52,7 @@ impl SqliteStore {
     /// moves visible messages that used up their receives to the dead-letter table.
     pub async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError> {
         let settings = self.inner.queue;
-        let visibility = millis(settings.visibility_timeout);
+        let visibility = duration_ms(settings.visibility_timeout);
         let max_receives = i64::from(settings.max_receives);
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         Ok(self
@@ -137,7 +135,7 @@ impl SqliteStore {
         reason: String,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let delay = millis(delay);
+        let delay = duration_ms(delay);
         Ok(self
             .call(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

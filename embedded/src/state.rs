@@ -13,20 +13,10 @@ use shared::store::{
     Advance, Applied, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, StateError,
 };
 
+use shared::time::duration_ms;
+
 use crate::SqliteStore;
 use crate::error::DbError;
-
-fn dam_name(dam: DamKind) -> &'static str {
-    match dam {
-        DamKind::Cloudinary => "cloudinary",
-        DamKind::Bynder => "bynder",
-        DamKind::Generic => "generic",
-    }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 fn read_cursor(conn: &rusqlite::Connection, name: &str) -> Result<Option<Cursor>, DbError> {
     Ok(conn
@@ -98,7 +88,7 @@ impl AssetStateStore for SqliteStore {
                         continue;
                     }
                     let state = select
-                        .query_row(params![dam_name(dam), id], |r| {
+                        .query_row(params![dam.as_str(), id], |r| {
                             Ok(AssetState {
                                 dam,
                                 asset_id: id.clone(),
@@ -150,7 +140,7 @@ impl AssetStateStore for SqliteStore {
                      WHERE (asset_state.modified_at_ms, asset_state.seq)
                            < (excluded.modified_at_ms, excluded.seq)",
                     params![
-                        dam_name(s.dam),
+                        s.dam.as_str(),
                         s.asset_id,
                         s.applied_version.modified_at_ms,
                         s.applied_version.seq,
@@ -176,7 +166,7 @@ impl AssetStateStore for SqliteStore {
             .call(move |conn, _| {
                 conn.execute(
                     "DELETE FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
-                    params![dam_name(dam), id],
+                    params![dam.as_str(), id],
                 )?;
                 Ok(())
             })
@@ -232,7 +222,7 @@ impl CursorStore for SqliteStore {
 impl LeaseStore for SqliteStore {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
-        let ttl = millis(ttl);
+        let ttl = duration_ms(ttl);
         Ok(self
             .call(move |conn, now| {
                 // Whole seconds, rounded up, like the DynamoDB adapter's TTL attribute.
@@ -292,7 +282,7 @@ impl StructureStore for SqliteStore {
     async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError> {
         let json = serde_json::to_string(&*structure).map_err(DbError::from)?;
         let family = structure.family.code.clone();
-        let ttl = millis(self.inner.structure_ttl);
+        let ttl = duration_ms(self.inner.structure_ttl);
         Ok(self
             .call(move |conn, now| {
                 conn.execute(

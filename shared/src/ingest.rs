@@ -55,15 +55,6 @@ impl Default for IngestSettings {
     }
 }
 
-/// The route segment of each DAM: `POST /webhooks/{dam}`.
-pub fn route_name(dam: DamKind) -> &'static str {
-    match dam {
-        DamKind::Cloudinary => "cloudinary",
-        DamKind::Bynder => "bynder",
-        DamKind::Generic => "generic",
-    }
-}
-
 /// The `{dam}` of a `.../webhooks/{dam}` path (API Gateway may prefix a stage name).
 pub fn route(path: &str) -> Option<&str> {
     let mut segments = path.trim_end_matches('/').rsplit('/');
@@ -114,7 +105,7 @@ impl IngestService {
 
     /// Serves `POST /webhooks/{dam}` for the verifier's DAM (unconfigured DAMs answer 404).
     pub fn with_verifier(mut self, verifier: Arc<dyn WebhookVerifier>) -> Self {
-        self.verifiers.insert(route_name(verifier.dam()), verifier);
+        self.verifiers.insert(verifier.dam().as_str(), verifier);
         self
     }
 

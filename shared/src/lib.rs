@@ -14,3 +14,4 @@ pub mod poller;
 pub mod queue;
 pub mod secrets;
 pub mod store;
+pub mod time;

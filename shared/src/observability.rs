@@ -13,7 +13,9 @@
 //! tests can check every document.
 
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::time::epoch_ms;
 
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -255,11 +257,6 @@ fn number(v: f64) -> Value {
     } else {
         serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
     }
-}
-
-fn epoch_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Prints the documents to stdout in one write, so no log line lands inside one.

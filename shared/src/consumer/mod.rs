@@ -17,7 +17,7 @@ mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -27,11 +27,12 @@ use crate::akeneo::{AkeneoError, CallCounts, FamilyStructure, ItemFailure};
 use crate::dam::{AssetSource, ChangeKind, DamAsset, DamKind, Fetched};
 use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
 use crate::queue::dlq::DeadLetters;
-use crate::store::{AssetState, AssetStateStore, LeaseStore};
+use crate::store::{AssetState, AssetStateStore, LeaseStore, is_newer};
+use crate::time::now_ms;
 
 pub use media::{HttpMedia, MediaError, MediaFile, MediaSource};
 pub use pim::PimWriter;
-pub use steps::{AssetChange, InboundMessage, Poison, coalesce, decode, event_version, is_newer};
+pub use steps::{AssetChange, InboundMessage, Poison, coalesce, decode, event_version};
 
 /// Tuning of the pipeline.
 #[derive(Debug, Clone)]
@@ -217,12 +218,6 @@ fn item_fate(failure: &ItemFailure) -> Fate {
     } else {
         Fate::Dead(failure.reason())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The pipeline, built from its ports.
@@ -444,10 +439,7 @@ impl Consumer {
             .filter(|&idx| batch.open(idx))
             .map(|idx| {
                 let c = &batch.changes[idx];
-                (
-                    idx,
-                    format!("asset#{}#{}", crate::ingest::route_name(c.dam), c.asset_id),
-                )
+                (idx, format!("asset#{}#{}", c.dam.as_str(), c.asset_id))
             })
             .collect();
         let results: Vec<(usize, String, Result<bool, String>)> =
@@ -1013,7 +1005,7 @@ impl Consumer {
             let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
             let span = tracing::info_span!(
                 "asset",
-                dam = crate::ingest::route_name(change.dam),
+                dam = change.dam.as_str(),
                 dam_id = %change.asset_id,
                 family = family.as_deref().unwrap_or(""),
                 outcome = fate.name(),

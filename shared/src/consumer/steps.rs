@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use crate::dam::{ChangeEvent, ChangeKind, DamKind, Version};
-use crate::store::AssetState;
 
 /// One SQS message as the consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,10 +105,4 @@ pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>
         }
     }
     (changes, poison)
-}
-
-/// Whether `version` must be applied over `state`: only a strictly newer version is, so a
-/// duplicate or an out-of-order older event is a no-op.
-pub fn is_newer(version: Version, state: Option<&AssetState>) -> bool {
-    state.is_none_or(|s| version > s.applied_version)
 }

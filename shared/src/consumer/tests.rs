@@ -16,7 +16,7 @@ use crate::dam::{
     Version,
 };
 use crate::queue::dlq::MemoryDeadLetters;
-use crate::store::{AssetStateStore, MemoryStore};
+use crate::store::{AssetStateStore, MemoryStore, is_newer};
 
 const MAPPING: &str = r#"
 [settings]

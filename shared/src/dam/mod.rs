@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod bynder;
 pub mod cloudinary;
 pub mod generic;
+pub(crate) mod http;
 mod verify;
 
 /// Which DAM an event or asset comes from.
@@ -23,6 +24,43 @@ pub enum DamKind {
     Cloudinary,
     Bynder,
     Generic,
+}
+
+impl DamKind {
+    /// Every kind, in a stable order (for help texts and listings).
+    pub const ALL: [DamKind; 3] = [DamKind::Generic, DamKind::Cloudinary, DamKind::Bynder];
+
+    /// The one spelling of a DAM: the webhook route segment (`POST /webhooks/{dam}`), the
+    /// `kind` setting, and the key prefix in both state stores (stored: must never change).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DamKind::Cloudinary => "cloudinary",
+            DamKind::Bynder => "bynder",
+            DamKind::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for DamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A DAM name that is not one of [`DamKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown DAM {0:?}; use generic, cloudinary or bynder")]
+pub struct UnknownDam(pub String);
+
+impl std::str::FromStr for DamKind {
+    type Err = UnknownDam;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DamKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s.trim())
+            .ok_or_else(|| UnknownDam(s.to_owned()))
+    }
 }
 
 /// A totally ordered version stamp of one DAM asset: the DAM's modified time (ms since the

@@ -10,7 +10,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
 
-use super::to_ms;
+use crate::time::epoch_ms;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -179,7 +179,7 @@ impl AssetSource for MemorySource {
     ) -> BoxStream<'_, Result<Page, DamError>> {
         let start = match resume {
             Some(t) => decode(&t).map(|(since, after)| (since, Some(after))),
-            None => Ok((since.map(to_ms), None)),
+            None => Ok((since.map(epoch_ms), None)),
         };
         let limit = page_size.max(1);
         // State: None once the listing ended or failed.

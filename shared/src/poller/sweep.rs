@@ -35,7 +35,8 @@ use crate::store::{
     Advance, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore, StateError, system_clock,
 };
 
-use super::{PollMetrics, StopReason, dedupe_prefix, to_ms};
+use super::{PollMetrics, StopReason};
+use crate::time::epoch_ms;
 
 /// Ids per DAM fetch call: every adapter accepts 100 (Cloudinary `by_asset_ids`, the generic
 /// contract; Bynder's `ids=` filter).
@@ -218,7 +219,7 @@ impl Sweeper {
         deadline: SystemTime,
     ) -> Result<SweepReport, SweepError> {
         let name = self.settings.name.clone();
-        let owner = format!("sweep-{}-{:016x}", to_ms(now), fastrand::u64(..));
+        let owner = format!("sweep-{}-{:016x}", epoch_ms(now), fastrand::u64(..));
         let mut report = SweepReport::default();
         if !self
             .ports
@@ -301,8 +302,8 @@ impl Sweeper {
             // Forward only: a new pass is stamped with its start, never before the last one.
             pass_ms: match (&saved, &stored) {
                 (Some(_), Some(c)) => c.position_ms,
-                (None, Some(c)) => c.position_ms.max(to_ms(now)),
-                _ => to_ms(now),
+                (None, Some(c)) => c.position_ms.max(epoch_ms(now)),
+                _ => epoch_ms(now),
             },
             at: saved.clone(),
         };
@@ -332,7 +333,7 @@ impl Sweeper {
         position: &mut Position,
     ) -> Result<StopReason, SweepError> {
         let dam = self.ports.source.dam();
-        let cutoff_ms = to_ms(deadline).saturating_sub(
+        let cutoff_ms = epoch_ms(deadline).saturating_sub(
             i64::try_from(self.settings.deadline_margin.as_millis()).unwrap_or(i64::MAX),
         );
         let pim_deadline = tokio::time::Instant::now()
@@ -427,7 +428,7 @@ impl Sweeper {
                 Err(e) => return Err(SweepError::Dam(e)),
             };
             events.extend(fetched.into_iter().filter_map(|f| match f {
-                Fetched::Gone(id) => Some(deletion(dam, id, to_ms(now))),
+                Fetched::Gone(id) => Some(deletion(dam, id, epoch_ms(now))),
                 Fetched::Found(_) => None,
             }));
         }
@@ -497,7 +498,7 @@ struct Position {
 fn deletion(dam: DamKind, id: String, now_ms: i64) -> ChangeEvent {
     ChangeEvent {
         dam,
-        dedupe_key: format!("{}:{id}:sweep:{now_ms}", dedupe_prefix(dam)),
+        dedupe_key: format!("{}:{id}:sweep:{now_ms}", dam.as_str()),
         asset_id: id,
         kind: ChangeKind::Delete,
         version: None,

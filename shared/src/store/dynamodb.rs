@@ -494,28 +494,13 @@ fn table_name(value: Option<String>) -> Result<String, StateError> {
         .ok_or_else(|| StateError::Permanent(format!("{TABLE_NAME_ENV} is not set")))
 }
 
-/// Stable key spelling of a DAM (stored in keys: must never change).
-fn dam_name(dam: DamKind) -> &'static str {
-    match dam {
-        DamKind::Cloudinary => "cloudinary",
-        DamKind::Bynder => "bynder",
-        DamKind::Generic => "generic",
-    }
-}
-
 fn dam_from_name(name: &str) -> Result<DamKind, StateError> {
-    match name {
-        "cloudinary" => Ok(DamKind::Cloudinary),
-        "bynder" => Ok(DamKind::Bynder),
-        "generic" => Ok(DamKind::Generic),
-        other => Err(StateError::Permanent(format!(
-            "unknown dam {other:?} in item"
-        ))),
-    }
+    name.parse()
+        .map_err(|e| StateError::Permanent(format!("item: {e}")))
 }
 
 fn asset_pk(dam: DamKind, id: &str) -> String {
-    format!("asset#{}#{id}", dam_name(dam))
+    format!("asset#{}#{id}", dam.as_str())
 }
 
 fn family_pk(code: &str) -> String {
@@ -559,7 +544,7 @@ fn distinct_chunks(ids: &[String]) -> Vec<Vec<&str>> {
 fn asset_to_item(state: &AssetState) -> Item {
     let mut item = key(asset_pk(state.dam, &state.asset_id), SK_ASSET);
     let string = |v: &str| AttributeValue::S(v.to_owned());
-    item.insert("dam".into(), string(dam_name(state.dam)));
+    item.insert("dam".into(), string(state.dam.as_str()));
     item.insert("asset_id".into(), string(&state.asset_id));
     item.insert(
         "modified_at_ms".into(),
@@ -738,7 +723,7 @@ mod tests {
     #[test]
     fn dam_names_round_trip() {
         for dam in [DamKind::Cloudinary, DamKind::Bynder, DamKind::Generic] {
-            assert_eq!(dam_from_name(dam_name(dam)).unwrap(), dam);
+            assert_eq!(dam_from_name(dam.as_str()).unwrap(), dam);
         }
         assert!(dam_from_name("x").is_err());
     }

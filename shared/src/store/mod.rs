@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,17 @@ impl AssetState {
     pub fn is_detached(&self) -> bool {
         self.family.is_empty()
     }
+
+    /// The version rule: only a strictly newer version is applied over what was applied, so a
+    /// duplicate or an out-of-order older event is a no-op.
+    pub fn is_superseded_by(&self, version: Version) -> bool {
+        version > self.applied_version
+    }
+}
+
+/// Whether `version` must be applied over `state` (none: nothing was applied yet).
+pub fn is_newer(version: Version, state: Option<&AssetState>) -> bool {
+    state.is_none_or(|s| s.is_superseded_by(version))
 }
 
 /// Outcome of [`AssetStateStore::record_applied`].
@@ -167,11 +178,7 @@ pub trait LeaseStore: Send + Sync {
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    })
+    Arc::new(crate::time::now_ms)
 }
 
 /// Expiry in epoch seconds (the unit of DynamoDB TTL), rounded up so nothing expires early.

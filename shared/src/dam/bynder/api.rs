@@ -26,11 +26,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::dam::generic::api::{
-    PageStep, decode_token, endpoint, format_rfc3339_secs, http_client, in_input_order, page_step,
-    paged, parse_rfc3339_ms, read_json, system_time_ms, transport_error,
+use crate::dam::http::{
+    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
+    transport_error,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
+use crate::time::{epoch_ms, format_rfc3339_secs, parse_rfc3339_ms};
 
 /// Largest `limit` the media list accepts.
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -308,7 +309,7 @@ impl AssetSource for BynderApi {
             Some(t) => decode_token(&t),
             None => Ok(MediaToken {
                 // Bynder compares whole seconds: flooring keeps the window inclusive.
-                since_secs: since.map(|t| system_time_ms(t).div_euclid(1000)),
+                since_secs: since.map(|t| epoch_ms(t).div_euclid(1000)),
                 page: 1,
                 seen: Vec::new(),
             }),

@@ -24,7 +24,8 @@ use x509_cert::Certificate;
 use x509_cert::der::{DecodePem, Encode};
 
 use crate::dam::WebhookError;
-use crate::dam::verify::{check_window, rfc3339_ms};
+use crate::dam::verify::check_window;
+use crate::time::parse_rfc3339_ms;
 
 #[derive(Debug, Clone)]
 pub struct SnsSettings {
@@ -294,7 +295,7 @@ impl SnsVerifier {
             keys.v1.verify(to_sign.as_bytes(), &signature)
         };
         valid.map_err(|_| WebhookError::Unauthorized("SNS signature mismatch".into()))?;
-        let signed_at_ms = rfc3339_ms(&envelope.timestamp)
+        let signed_at_ms = parse_rfc3339_ms(&envelope.timestamp)
             .ok_or_else(|| WebhookError::Unauthorized("Timestamp is not ISO 8601".into()))?;
         check_window(
             signed_at_ms,

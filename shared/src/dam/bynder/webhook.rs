@@ -12,10 +12,11 @@ use super::sns::{
     CertificateFetcher, NOTIFICATION, SUBSCRIPTION_CONFIRMATION, SnsSettings, SnsVerifier,
     SubscriptionConfirmer, UNSUBSCRIBE_CONFIRMATION, check_sns_url,
 };
-use crate::dam::verify::{header, millis};
+use crate::dam::verify::header;
 use crate::dam::{
     ChangeEvent, ChangeKind, DamKind, WebhookError, WebhookOutcome, WebhookRequest, WebhookVerifier,
 };
+use crate::time::epoch_ms;
 
 pub const MESSAGE_TYPE_HEADER: &str = "x-amz-sns-message-type";
 
@@ -114,7 +115,7 @@ impl WebhookVerifier for BynderWebhookVerifier {
             asset: None,
             // SNS keeps MessageId across its retries.
             dedupe_key: format!("bynder:{}", envelope.message_id),
-            received_at_ms: millis(request.received_at),
+            received_at_ms: epoch_ms(request.received_at),
         }]))
     }
 }

@@ -25,11 +25,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::dam::generic::api::{
-    PageStep, decode_token, endpoint, format_rfc3339_secs, http_client, in_input_order, page_step,
-    paged, parse_rfc3339_ms, read_json, system_time_ms, transport_error, until_http_date,
+use crate::dam::http::{
+    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
+    transport_error, until_http_date,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
+use crate::time::{epoch_ms, format_rfc3339_secs, parse_rfc3339_ms};
 
 /// `asset_ids[]` values per `by_asset_ids` call (the Admin API maximum).
 pub const MAX_FETCH_IDS: usize = 100;
@@ -299,7 +300,7 @@ impl AssetSource for CloudinaryApi {
         let start = match resume {
             Some(t) => decode_token(&t),
             None => Ok(SearchToken {
-                since_ms: since.map(system_time_ms),
+                since_ms: since.map(epoch_ms),
                 cursor: None,
             }),
         };

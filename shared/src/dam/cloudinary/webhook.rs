@@ -14,11 +14,12 @@ use serde_json::Value;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::dam::verify::{check_window, ct_eq, millis, required_header, rfc3339_ms, unix_seconds};
+use crate::dam::verify::{check_window, ct_eq, required_header, unix_seconds};
 use crate::dam::{
     ChangeEvent, ChangeKind, DamKind, Version, WebhookError, WebhookOutcome, WebhookRequest,
     WebhookVerifier,
 };
+use crate::time::{epoch_ms, parse_rfc3339_ms};
 
 pub const TIMESTAMP_HEADER: &str = "x-cld-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-cld-signature";
@@ -145,7 +146,7 @@ impl WebhookVerifier for CloudinaryWebhookVerifier {
         let signed_at_ms = self.check_signature(request)?;
         let body: Value = serde_json::from_slice(&request.body)
             .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
-        parse_notification(&body, signed_at_ms, millis(request.received_at))
+        parse_notification(&body, signed_at_ms, epoch_ms(request.received_at))
             .map(WebhookOutcome::Events)
     }
 }
@@ -172,7 +173,7 @@ pub fn parse_notification(
     let changed_at_ms = body
         .get("timestamp")
         .and_then(Value::as_str)
-        .and_then(rfc3339_ms)
+        .and_then(parse_rfc3339_ms)
         .unwrap_or(signed_at_ms);
 
     // Batch notifications (delete, tag/context/metadata changes) list `resources`, as an array

@@ -1,25 +1,23 @@
 //! Generic REST client ([`AssetSource`]) for the contract in docs/generic-dam.md:
 //! `GET {base}/assets?ids=` (≤ 100 ids, missing ids absent) and
 //! `GET {base}/changes?since=&limit=&cursor=` ordered by (modified_at, id), bearer auth.
-//!
-//! Also home of the HTTP helpers the Cloudinary and Bynder clients share (status
-//! classification, Retry-After, RFC 3339, resumable page tokens).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
+use futures::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use url::Url;
 
+use crate::dam::http::{
+    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
+    transport_error,
+};
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
+use crate::time::{epoch_ms, format_rfc3339_ms, parse_rfc3339_ms};
 
 /// Most ids the contract accepts per fetch.
 pub const MAX_FETCH_IDS: usize = 100;
@@ -182,230 +180,10 @@ impl AssetSource for GenericApi {
         let start = match resume {
             Some(t) => decode_token(&t),
             None => Ok(ChangesToken {
-                since_ms: since.map(system_time_ms),
+                since_ms: since.map(epoch_ms),
                 cursor: None,
             }),
         };
         paged(start, move |t| self.changes_page(t, limit))
-    }
-}
-
-// ---- helpers shared by the three REST clients -------------------------------------------
-
-/// One page plus the resume state after it (`None` when the listing is done).
-pub(crate) type PageStep<T> = Result<(Page, Option<T>), DamError>;
-
-/// Builds a `Page` whose `next` token encodes `next`.
-pub(crate) fn page_step<T: Serialize>(assets: Vec<DamAsset>, next: Option<T>) -> PageStep<T> {
-    let token = next.as_ref().map(encode_token).transpose()?;
-    Ok((
-        Page {
-            assets,
-            next: token,
-        },
-        next,
-    ))
-}
-
-/// A page stream driven by `step`: it stops after the last page or the first error (the
-/// caller resumes from the last page's token).
-pub(crate) fn paged<'a, T, F, Fut>(
-    start: Result<T, DamError>,
-    step: F,
-) -> BoxStream<'a, Result<Page, DamError>>
-where
-    T: Send + 'a,
-    F: FnMut(T) -> Fut + Send + 'a,
-    Fut: std::future::Future<Output = PageStep<T>> + Send + 'a,
-{
-    let state = match start {
-        Ok(t) => Some((Ok(t), step)),
-        Err(e) => Some((Err(e), step)),
-    };
-    stream::unfold(state, |state| async move {
-        let (t, mut step) = state?;
-        let t = match t {
-            Ok(t) => t,
-            Err(e) => return Some((Err(e), None)),
-        };
-        match step(t).await {
-            Ok((page, Some(next))) => Some((Ok(page), Some((Ok(next), step)))),
-            Ok((page, None)) => Some((Ok(page), None)),
-            Err(e) => Some((Err(e), None)),
-        }
-    })
-    .boxed()
-}
-
-pub(crate) fn encode_token<T: Serialize>(t: &T) -> Result<PageToken, DamError> {
-    serde_json::to_string(t)
-        .map(PageToken)
-        .map_err(|e| DamError::Permanent(format!("page token: {e}")))
-}
-
-pub(crate) fn decode_token<T: DeserializeOwned>(t: &PageToken) -> Result<T, DamError> {
-    serde_json::from_str(&t.0).map_err(|e| {
-        DamError::Permanent(format!("page token from another adapter or version: {e}"))
-    })
-}
-
-/// One result per requested id, in input order: found ones, the rest gone.
-pub(crate) fn in_input_order(
-    ids: &[String],
-    found: std::collections::HashMap<String, DamAsset>,
-) -> Vec<Fetched> {
-    ids.iter()
-        .map(|id| match found.get(id) {
-            Some(a) => Fetched::Found(a.clone()),
-            None => Fetched::Gone(id.clone()),
-        })
-        .collect()
-}
-
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, DamError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .build()
-        .map_err(|e| DamError::Permanent(format!("HTTP client: {e}")))
-}
-
-/// `base` plus path segments, whether or not `base` ends with a slash.
-pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().extend(segments);
-    }
-    url
-}
-
-/// Network-level failures (timeouts, refused connections, cut bodies) are worth a retry.
-pub(crate) fn transport_error(e: reqwest::Error) -> DamError {
-    DamError::Transient(format!("request failed: {e}"))
-}
-
-/// Maps a non-success status: 401/403 → Unauthorized, 429 (and Cloudinary's legacy 420) →
-/// RateLimited, 408/5xx → Transient, other 4xx → Permanent.
-pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> DamError {
-    let snippet: String = body.chars().take(300).collect();
-    let what = format!("HTTP {status}: {snippet}");
-    match status.as_u16() {
-        401 | 403 => DamError::Unauthorized(what),
-        420 | 429 => DamError::RateLimited {
-            retry_after: retry_after(headers),
-        },
-        408 | 500..=599 => DamError::Transient(what),
-        _ => DamError::Permanent(what),
-    }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    until_http_date(v)
-}
-
-/// Time from now until an HTTP date (zero if it has passed).
-pub(crate) fn until_http_date(v: &str) -> Option<Duration> {
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// Reads a success body as JSON, or classifies the failure.
-pub(crate) async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, DamError> {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.map_err(transport_error)?;
-    if !status.is_success() {
-        return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
-    }
-    // A 2xx body that does not parse will not parse on retry either.
-    serde_json::from_slice(&bytes)
-        .map_err(|e| DamError::Permanent(format!("unexpected response body: {e}")))
-}
-
-pub(crate) fn system_time_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
-}
-
-pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(s.trim(), &Rfc3339).ok()?;
-    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-28T15:31:35.123Z`.
-pub(crate) fn format_rfc3339_ms(ms: i64) -> String {
-    let secs = format_rfc3339_secs(ms);
-    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms.rem_euclid(1000))
-}
-
-/// RFC 3339 in UTC truncated to the second, e.g. `2026-11-28T15:31:35Z`.
-pub(crate) fn format_rfc3339_secs(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classifies_statuses_per_the_port_rules() {
-        let h = HeaderMap::new();
-        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), &h, "x");
-        assert!(matches!(c(401), DamError::Unauthorized(_)));
-        assert!(matches!(c(403), DamError::Unauthorized(_)));
-        assert!(matches!(
-            c(429),
-            DamError::RateLimited { retry_after: None }
-        ));
-        assert!(matches!(c(420), DamError::RateLimited { .. }));
-        assert!(matches!(c(503), DamError::Transient(_)));
-        assert!(matches!(c(500), DamError::Transient(_)));
-        assert!(matches!(c(404), DamError::Permanent(_)));
-        assert!(matches!(c(400), DamError::Permanent(_)));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        h.insert("retry-after", later.parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert("retry-after", "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
-    }
-
-    #[test]
-    fn endpoint_appends_segments_with_or_without_trailing_slash() {
-        let a = Url::parse("http://h/api").unwrap();
-        let b = Url::parse("http://h/api/").unwrap();
-        assert_eq!(endpoint(&a, &["assets"]).as_str(), "http://h/api/assets");
-        assert_eq!(endpoint(&b, &["assets"]).as_str(), "http://h/api/assets");
-    }
-
-    #[test]
-    fn rfc3339_round_trip() {
-        let ms = 1_764_343_895_123;
-        assert_eq!(format_rfc3339_ms(ms), "2025-11-28T15:31:35.123Z");
-        assert_eq!(format_rfc3339_secs(ms), "2025-11-28T15:31:35Z");
-        assert_eq!(parse_rfc3339_ms("2025-11-28T16:31:35.123+01:00"), Some(ms));
     }
 }

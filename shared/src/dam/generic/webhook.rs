@@ -16,11 +16,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::dam::verify::{check_window, ct_eq, millis, required_header, rfc3339_ms, unix_seconds};
+use crate::dam::verify::{check_window, ct_eq, required_header, unix_seconds};
 use crate::dam::{
     ChangeEvent, ChangeKind, DamAsset, DamKind, Version, WebhookError, WebhookOutcome,
     WebhookRequest, WebhookVerifier,
 };
+use crate::time::{epoch_ms, parse_rfc3339_ms};
 
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
@@ -140,7 +141,7 @@ impl WebhookVerifier for GenericWebhookVerifier {
         let event: CanonicalEvent = serde_json::from_slice(&request.body)
             .map_err(|e| WebhookError::Malformed(format!("not a canonical event: {e}")))?;
         event
-            .into_changes(&delivery_id, millis(request.received_at))
+            .into_changes(&delivery_id, epoch_ms(request.received_at))
             .map(WebhookOutcome::Events)
     }
 }
@@ -188,7 +189,7 @@ pub struct WireAsset {
 impl WireAsset {
     /// Converts to the port's asset, or `None` when `modified_at` is not RFC 3339.
     pub fn into_dam_asset(self) -> Option<DamAsset> {
-        let modified_at_ms = rfc3339_ms(&self.modified_at)?;
+        let modified_at_ms = parse_rfc3339_ms(&self.modified_at)?;
         Some(DamAsset {
             dam: DamKind::Generic,
             id: self.id,
@@ -214,7 +215,7 @@ impl CanonicalEvent {
             _ => return Ok(Vec::new()),
         };
         let event_ms = match self.timestamp.as_deref() {
-            Some(ts) => Some(rfc3339_ms(ts).ok_or_else(|| {
+            Some(ts) => Some(parse_rfc3339_ms(ts).ok_or_else(|| {
                 WebhookError::Malformed(format!("timestamp {ts:?} is not RFC 3339"))
             })?),
             None => None,
@@ -231,7 +232,7 @@ impl CanonicalEvent {
                     return Err(WebhookError::Malformed("empty data.id".into()));
                 }
                 let modified_at_ms = match data.modified_at.as_deref() {
-                    Some(ts) => Some(rfc3339_ms(ts).ok_or_else(|| {
+                    Some(ts) => Some(parse_rfc3339_ms(ts).ok_or_else(|| {
                         WebhookError::Malformed(format!("modified_at {ts:?} is not RFC 3339"))
                     })?),
                     None => None,
