@@ -1,27 +1,26 @@
 //! The `--config FILE` of `serve`, `check` and `backfill`: one TOML file for the whole
-//! connector. Settings are fed through the same parsers as the Lambda functions' environment
-//! variables (`AkeneoConfig::from_lookup`, `IngestConfig::from_lookup`,
-//! `PollerSettings::from_lookup`), so both paths accept and refuse the same values.
+//! connector. `[pim]`, `[dam]` and the shared keys of `[poller]` and `[consumer]` deserialise
+//! straight into the settings types the Lambda functions read from their environment
+//! (`PimSettings`, `DamSettings`, `PollKeys`, `ConsumerKeys`), and pass the same validation, so
+//! both paths accept and refuse the same values under the same names (docs/settings.md).
 //!
 //! Any secret may be written inline or as `{ env = "VARIABLE" }`, read from the environment.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
-use serde::Deserialize;
-use shared::akeneo::AkeneoConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use shared::akeneo::{AkeneoConfig, PimSettings};
+use shared::consumer::{ConsumerKeys, ConsumerSettings};
 use shared::dam::AssetSource;
-use shared::dam::bynder::api::{BynderApi, BynderApiSettings};
-use shared::dam::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
-use shared::dam::generic::api::{GenericApi, GenericApiSettings};
-use shared::ingest::IngestConfig;
+use shared::dam::settings::DamSettings;
+use shared::ingest::{IngestConfig, IngestSettings};
 use shared::mapping::Mapping;
-use shared::poller::PollerSettings;
-use url::Url;
+use shared::poller::{PollKeys, PollerSettings};
+use shared::settings::{Origin, SettingError};
 
 /// A configuration problem: names the file, the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +30,14 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// A secret: inline text or the name of an environment variable holding it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Secret {
-    Inline(String),
-    Env { env: String },
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Where the webhook endpoint listens, e.g. `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    pub max_body_bytes: Option<u64>,
+    /// Larger webhook bodies are refused with 413 (`MAX_BODY_BYTES` in the Lambda).
+    pub max_body_bytes: Option<usize>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -70,52 +62,6 @@ pub struct StoreSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PimSection {
-    pub base_url: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub username: String,
-    pub password: Secret,
-    pub max_in_flight: Option<u64>,
-    pub requests_per_second: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    pub max_attempts: Option<u64>,
-    pub batch_max_items: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DamKindName {
-    Generic,
-    Cloudinary,
-    Bynder,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DamSection {
-    pub kind: DamKindName,
-    /// generic: base of the REST contract (`{api_url}/assets`, `{api_url}/changes`).
-    pub api_url: Option<String>,
-    /// generic: bearer token of the REST contract.
-    pub api_token: Option<Secret>,
-    /// generic: Standard Webhooks secrets (`whsec_...`), several during a rotation.
-    #[serde(default)]
-    pub webhook_secrets: Vec<Secret>,
-    /// cloudinary
-    pub cloud_name: Option<String>,
-    pub api_key: Option<String>,
-    pub api_secret: Option<Secret>,
-    pub api_base: Option<String>,
-    /// bynder
-    pub portal_url: Option<String>,
-    pub token: Option<Secret>,
-    #[serde(default)]
-    pub topic_arns: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MappingSection {
     /// A mapping file (relative to the config file), or...
     pub path: Option<PathBuf>,
@@ -123,18 +69,54 @@ pub struct MappingSection {
     pub inline: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[poller]`: the serve-only schedule keys, then the keys shared with the `POLL_*` variables.
+#[derive(Debug, Clone)]
 pub struct PollerSection {
-    #[serde(default = "yes")]
     pub enabled: bool,
-    /// Seconds between incremental polls.
-    #[serde(default = "default_interval")]
+    /// Seconds between incremental polls (the Lambda's schedule is a template parameter).
     pub interval_secs: u64,
-    pub lookback_secs: Option<u64>,
-    pub safety_lag_secs: Option<u64>,
-    pub page_size: Option<u64>,
-    pub max_dam_calls: Option<u64>,
+    pub keys: PollKeys,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollerServe {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_interval")]
+    interval_secs: u64,
+}
+
+impl<'de> Deserialize<'de> for PollerSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (serve, keys): (PollerServe, PollKeys) = split(d, &["enabled", "interval_secs"])?;
+        Ok(PollerSection {
+            enabled: serve.enabled,
+            interval_secs: serve.interval_secs,
+            keys,
+        })
+    }
+}
+
+/// Splits one table: `serve_keys` into `A` (the serve-only keys), the rest into `B` (the keys
+/// shared with the Lambda functions); both refuse keys they do not know.
+fn split<'de, D, A, B>(d: D, serve_keys: &[&str]) -> Result<(A, B), D::Error>
+where
+    D: Deserializer<'de>,
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+{
+    use serde::de::Error;
+    let mut shared = toml::Table::deserialize(d)?;
+    let mut serve = toml::Table::new();
+    for key in serve_keys {
+        if let Some(v) = shared.remove(*key) {
+            serve.insert((*key).to_owned(), v);
+        }
+    }
+    let a = A::deserialize(serve).map_err(D::Error::custom)?;
+    let b = B::deserialize(shared).map_err(D::Error::custom)?;
+    Ok((a, b))
 }
 
 fn yes() -> bool {
@@ -150,33 +132,63 @@ impl Default for PollerSection {
         Self {
             enabled: true,
             interval_secs: default_interval(),
-            lookback_secs: None,
-            safety_lag_secs: None,
-            page_size: None,
-            max_dam_calls: None,
+            keys: PollKeys::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[consumer]`: the serve-only queue keys (SQS and event-source settings in the template),
+/// then the keys shared with the `CONSUMER_*` variables.
+#[derive(Debug, Clone)]
 pub struct ConsumerSection {
     /// Messages per batch (one `Consumer::process` call).
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// A received message is hidden this long; unacknowledged, it is redelivered.
-    #[serde(default = "default_visibility")]
     pub visibility_timeout_secs: u64,
     /// Receives before a message is dead-lettered.
-    #[serde(default = "default_receives")]
     pub max_receives: u32,
     /// Wait before a failed message is retried (doubled per receive, capped by the
     /// visibility timeout).
-    #[serde(default = "default_retry_ms")]
     pub retry_delay_ms: u64,
     /// After a partial batch, wait this long for more messages before the next one.
-    #[serde(default = "default_window_ms")]
     pub batch_window_ms: u64,
+    pub tuning: ConsumerKeys,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumerServe {
+    #[serde(default = "default_batch")]
+    batch_size: usize,
+    #[serde(default = "default_visibility")]
+    visibility_timeout_secs: u64,
+    #[serde(default = "default_receives")]
+    max_receives: u32,
+    #[serde(default = "default_retry_ms")]
+    retry_delay_ms: u64,
+    #[serde(default = "default_window_ms")]
+    batch_window_ms: u64,
+}
+
+impl<'de> Deserialize<'de> for ConsumerSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let serve_keys = [
+            "batch_size",
+            "visibility_timeout_secs",
+            "max_receives",
+            "retry_delay_ms",
+            "batch_window_ms",
+        ];
+        let (serve, tuning): (ConsumerServe, ConsumerKeys) = split(d, &serve_keys)?;
+        Ok(ConsumerSection {
+            batch_size: serve.batch_size,
+            visibility_timeout_secs: serve.visibility_timeout_secs,
+            max_receives: serve.max_receives,
+            retry_delay_ms: serve.retry_delay_ms,
+            batch_window_ms: serve.batch_window_ms,
+            tuning,
+        })
+    }
 }
 
 fn default_batch() -> usize {
@@ -203,6 +215,7 @@ impl Default for ConsumerSection {
             max_receives: default_receives(),
             retry_delay_ms: default_retry_ms(),
             batch_window_ms: default_window_ms(),
+            tuning: ConsumerKeys::default(),
         }
     }
 }
@@ -214,8 +227,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: ServerSection,
     pub store: StoreSection,
-    pub pim: PimSection,
-    pub dam: DamSection,
+    pub pim: PimSettings,
+    pub dam: DamSettings,
     pub mapping: MappingSection,
     #[serde(default)]
     pub poller: PollerSection,
@@ -295,147 +308,36 @@ impl Config {
         self.resolve_path(&self.raw.store.path)
     }
 
-    fn secret(&self, key: &str, secret: &Secret) -> Result<String, ConfigError> {
-        match secret {
-            Secret::Inline(s) => Ok(s.clone()),
-            Secret::Env { env } => std::env::var(env).map_err(|_| {
-                self.error(format!(
-                    "{key} reads the environment variable {env}, which is not set; export it \
-                     or write the value inline"
-                ))
-            }),
-        }
+    /// A validation error of section `[section]`, its key named as in the file.
+    fn at(&self, section: &'static str, e: SettingError) -> ConfigError {
+        self.error(e.at(Origin::File(section)).to_string())
     }
 
-    fn required<'a>(&self, key: &str, value: &'a Option<String>) -> Result<&'a str, ConfigError> {
-        value
-            .as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| {
-                self.error(format!(
-                    "{key} is required for [dam] kind = {:?}",
-                    self.raw.dam.kind
-                ))
-            })
-    }
-
-    fn url(&self, key: &str, raw: &str) -> Result<Url, ConfigError> {
-        Url::parse(raw).map_err(|e| self.error(format!("{key} = {raw:?} is not a URL: {e}")))
-    }
-
-    /// The PIM settings, through the same parser as `AKENEO_*` variables.
+    /// The PIM settings, through the same validation as the `AKENEO_*` variables.
     pub fn akeneo(&self) -> Result<AkeneoConfig, ConfigError> {
-        let p = &self.raw.pim;
-        let mut vars: HashMap<&str, String> = HashMap::from([
-            ("AKENEO_BASE_URL", p.base_url.clone()),
-            ("AKENEO_CLIENT_ID", p.client_id.clone()),
-            (
-                "AKENEO_CLIENT_SECRET",
-                self.secret("[pim] client_secret", &p.client_secret)?,
-            ),
-            ("AKENEO_USERNAME", p.username.clone()),
-            (
-                "AKENEO_PASSWORD",
-                self.secret("[pim] password", &p.password)?,
-            ),
-        ]);
-        let optional = [
-            ("AKENEO_MAX_IN_FLIGHT", p.max_in_flight),
-            ("AKENEO_REQUESTS_PER_SECOND", p.requests_per_second),
-            ("AKENEO_TIMEOUT_MS", p.timeout_ms),
-            ("AKENEO_MAX_ATTEMPTS", p.max_attempts),
-            ("AKENEO_BATCH_MAX_ITEMS", p.batch_max_items),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                vars.insert(name, v.to_string());
-            }
-        }
-        AkeneoConfig::from_lookup(|k| vars.get(k).cloned())
-            .map_err(|e| self.error(format!("[pim]: {e} (in the file: the matching [pim] key)")))
+        AkeneoConfig::from_settings(&self.raw.pim).map_err(|e| self.at("pim", e))
     }
 
-    /// The webhook verifiers, through the same parser as the ingest function's variables.
+    /// The webhook verifier of the `[dam]`, through the same builder as the ingest function.
     pub fn ingest(&self) -> Result<IngestConfig, ConfigError> {
-        let d = &self.raw.dam;
-        let mut vars: HashMap<&str, String> = HashMap::from([("QUEUE_URL", "embedded".to_owned())]);
+        let mut config = IngestConfig::default();
         if let Some(max) = self.raw.server.max_body_bytes {
-            vars.insert("MAX_BODY_BYTES", max.to_string());
+            config.settings = IngestSettings {
+                max_body_bytes: max,
+            };
         }
-        match d.kind {
-            DamKindName::Generic => {
-                let secrets = d
-                    .webhook_secrets
-                    .iter()
-                    .map(|s| self.secret("[dam] webhook_secrets", s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if !secrets.is_empty() {
-                    vars.insert("GENERIC_WEBHOOK_SECRETS", secrets.join(","));
-                }
-            }
-            DamKindName::Cloudinary => {
-                if let Some(s) = &d.api_secret {
-                    vars.insert("CLOUDINARY_API_SECRET", self.secret("[dam] api_secret", s)?);
-                }
-            }
-            DamKindName::Bynder => {
-                if !d.topic_arns.is_empty() {
-                    vars.insert("BYNDER_TOPIC_ARNS", d.topic_arns.join(","));
-                }
-            }
-        }
-        IngestConfig::from_lookup(|k| vars.get(k).cloned())
-            .map_err(|e| self.error(format!("[dam] webhook settings: {e}")))
+        config.serve(&self.raw.dam).map_err(|e| self.at("dam", e))?;
+        Ok(config)
     }
 
     /// The DAM API client (re-reads for the consumer, listings for the poller).
     pub fn source(&self) -> Result<Arc<dyn AssetSource>, ConfigError> {
-        let d = &self.raw.dam;
-        let built: Result<Arc<dyn AssetSource>, shared::dam::DamError> = match d.kind {
-            DamKindName::Generic => {
-                let url = self.url("[dam] api_url", self.required("[dam] api_url", &d.api_url)?)?;
-                let token = match &d.api_token {
-                    Some(t) => self.secret("[dam] api_token", t)?,
-                    None => {
-                        return Err(self.error("[dam] api_token is required for kind = generic"));
-                    }
-                };
-                GenericApi::new(GenericApiSettings::new(url, SecretString::from(token)))
-                    .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
-            }
-            DamKindName::Cloudinary => {
-                let secret = match &d.api_secret {
-                    Some(s) => self.secret("[dam] api_secret", s)?,
-                    None => {
-                        return Err(
-                            self.error("[dam] api_secret is required for kind = cloudinary")
-                        );
-                    }
-                };
-                let mut settings = CloudinaryApiSettings::new(
-                    self.required("[dam] cloud_name", &d.cloud_name)?.to_owned(),
-                    self.required("[dam] api_key", &d.api_key)?.to_owned(),
-                    SecretString::from(secret),
-                );
-                if let Some(base) = &d.api_base {
-                    settings.api_base = self.url("[dam] api_base", base)?;
-                }
-                CloudinaryApi::new(settings).map(|a| Arc::new(a) as Arc<dyn AssetSource>)
-            }
-            DamKindName::Bynder => {
-                let url = self.url(
-                    "[dam] portal_url",
-                    self.required("[dam] portal_url", &d.portal_url)?,
-                )?;
-                let token = match &d.token {
-                    Some(t) => self.secret("[dam] token", t)?,
-                    None => return Err(self.error("[dam] token is required for kind = bynder")),
-                };
-                BynderApi::new(BynderApiSettings::new(url, SecretString::from(token)))
-                    .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
-            }
-        };
-        built.map_err(|e| self.error(format!("[dam]: {e}")))
+        self.raw.dam.source().map_err(|e| self.at("dam", e))
+    }
+
+    /// The consumer's tuning, through the same validation as the `CONSUMER_*` variables.
+    pub fn consumer(&self) -> Result<ConsumerSettings, ConfigError> {
+        ConsumerSettings::from_keys(&self.raw.consumer.tuning).map_err(|e| self.at("consumer", e))
     }
 
     /// The mapping, from its file or inline.
@@ -451,28 +353,79 @@ impl Config {
         loaded.map_err(|e| self.error(format!("mapping: {e}")))
     }
 
-    /// Poller settings, through the same parser as the `POLL_*` variables.
+    /// Poller settings, through the same validation as the `POLL_*` variables.
     pub fn poller(&self) -> Result<PollerSettings, ConfigError> {
         let p = &self.raw.poller;
-        let mut vars: HashMap<&str, String> = HashMap::new();
-        let optional = [
-            ("POLL_LOOKBACK_SECS", p.lookback_secs),
-            ("POLL_SAFETY_LAG_SECS", p.safety_lag_secs),
-            ("POLL_PAGE_SIZE", p.page_size),
-            ("POLL_MAX_DAM_CALLS", p.max_dam_calls),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                vars.insert(name, v.to_string());
-            }
-        }
-        let mut settings = PollerSettings::from_lookup(|k| vars.get(k).cloned())
-            .map_err(|e| self.error(format!("[poller]: {e}")))?;
+        let mut settings = PollerSettings::from_keys(&p.keys).map_err(|e| self.at("poller", e))?;
         // A run must end before the next one is due; a crashed run's lease frees itself by then.
         let interval = Duration::from_secs(p.interval_secs);
         settings.lease_ttl = settings
             .lease_ttl
             .min(interval.max(Duration::from_secs(60)));
         Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[store]
+path = "x.db"
+[pim]
+base_url = "https://pim.example.com"
+client_id = "i"
+client_secret = "s"
+username = "u"
+password = "p"
+[dam]
+kind = "cloudinary"
+cloud_name = "acme"
+api_key = "k"
+api_secret = "s"
+[mapping]
+inline = ""
+"#;
+
+    fn config(extra: &str) -> Result<Config, String> {
+        let raw: FileConfig =
+            toml::from_str(&format!("{BASE}{extra}")).map_err(|e| e.to_string())?;
+        Ok(Config::from_parts(raw, PathBuf::from(".")))
+    }
+
+    #[test]
+    fn shared_keys_reach_the_same_settings_as_the_lambda_variables() {
+        let c = config(
+            "[poller]\ninterval_secs = 30\nlookback_secs = 60\n\
+             [consumer]\nbatch_size = 10\nmax_media_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.raw.poller.interval_secs, 30);
+        assert_eq!(c.poller().unwrap().lookback, Duration::from_secs(60));
+        assert_eq!(c.raw.consumer.batch_size, 10);
+        assert_eq!(c.consumer().unwrap().max_media_bytes, 4096);
+        assert_eq!(c.raw.dam.kind(), shared::dam::DamKind::Cloudinary);
+        assert!(c.source().is_ok());
+        assert!(c.ingest().unwrap().cloudinary.is_some());
+        assert_eq!(c.akeneo().unwrap().client_id, "i");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file_key() {
+        let e = config("[poller]\nlookbak_secs = 60\n").unwrap_err();
+        assert!(e.contains("lookbak_secs"), "{e}");
+        let e = config("[consumer]\nmax_media_byte = 1\n").unwrap_err();
+        assert!(e.contains("max_media_byte"), "{e}");
+        let e = config("[poller]\npage_size = 0\n")
+            .unwrap()
+            .poller()
+            .unwrap_err();
+        assert!(e.to_string().contains("[poller] page_size"), "{e}");
+        let e = config("[consumer]\nmedia_in_flight = 0\n")
+            .unwrap()
+            .consumer()
+            .unwrap_err();
+        assert!(e.to_string().contains("[consumer] media_in_flight"), "{e}");
     }
 }

@@ -19,9 +19,12 @@ use shared::queue::admin::QueueAdmin;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use shared::akeneo::PimSettings;
+use shared::dam::settings::{DamSettings, GenericDam};
+use shared::settings::Secret;
+
 use crate::config::{
-    Config, ConsumerSection, DamKindName, DamSection, FileConfig, MappingSection, PimSection,
-    PollerSection, Secret, ServerSection, StoreSection,
+    Config, ConsumerSection, FileConfig, MappingSection, PollerSection, ServerSection, StoreSection,
 };
 use crate::pim::Failure;
 use crate::runtime::Runtime;
@@ -60,31 +63,20 @@ pub async fn run(
         store: StoreSection {
             path: dir.path().join("demo.db"),
         },
-        pim: PimSection {
-            base_url: pim.base_url(),
-            client_id,
-            client_secret: Secret::Inline(secret),
-            username,
-            password: Secret::Inline(password),
-            max_in_flight: None,
-            requests_per_second: None,
-            timeout_ms: None,
-            max_attempts: None,
-            batch_max_items: None,
+        pim: PimSettings {
+            base_url: Some(pim.base_url()),
+            client_id: Some(client_id),
+            client_secret: Some(Secret::from(secret.as_str())),
+            username: Some(username),
+            password: Some(Secret::from(password.as_str())),
+            ..PimSettings::default()
         },
-        dam: DamSection {
-            kind: DamKindName::Generic,
+        dam: DamSettings::Generic(GenericDam {
             api_url: Some(dam.generic_base_url()),
-            api_token: Some(Secret::Inline(dam.config().generic_token.clone())),
-            webhook_secrets: vec![Secret::Inline(dam.config().generic_webhook_secret.clone())],
-            cloud_name: None,
-            api_key: None,
-            api_secret: None,
-            api_base: None,
-            portal_url: None,
-            token: None,
-            topic_arns: vec![],
-        },
+            api_token: Some(Secret::from(dam.config().generic_token.as_str())),
+            webhook_secrets: vec![Secret::from(dam.config().generic_webhook_secret.as_str())],
+            tolerance_secs: None,
+        }),
         mapping: MappingSection {
             path: None,
             inline: Some(DEMO_MAPPING.into()),

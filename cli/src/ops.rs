@@ -430,7 +430,7 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
     let poller = config.poller().map_err(|e| Failure::input(e.to_string()))?;
 
     // DAM: one page of one asset proves the URL and the credentials.
-    let dam = format!("{:?}", config.raw.dam.kind).to_lowercase();
+    let dam = config.raw.dam.kind();
     let first = tokio::time::timeout_at(deadline, source.list_changed(None, None, 1).next())
         .await
         .map_err(|_| {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use embedded_store::{QueueSettings, SqliteStore};
 use shared::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
-use shared::consumer::{Consumer, ConsumerSettings, InboundMessage, PimWriter};
+use shared::consumer::{Consumer, InboundMessage, PimWriter};
 use shared::dam::ChangeEvent;
 use shared::dam::bynder::sns::ReqwestSnsClient;
 use shared::ingest::IngestService;
@@ -190,7 +190,9 @@ impl Runtime {
             AkeneoClient::with_structure_store(akeneo, Arc::new(store.clone()))
                 .map_err(|e| setup(config, "PIM client", e))?,
         );
-        let mut tuning = ConsumerSettings::default();
+        let mut tuning = config
+            .consumer()
+            .map_err(|e| Failure::input(e.to_string()))?;
         // The batch must end well inside the visibility timeout, or it is delivered twice.
         tuning.safety_margin = tuning.safety_margin.min(visibility / 4);
         let recording = Arc::new(RecordingPim {

@@ -6,19 +6,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub use bytes::Bytes;
-use secrecy::SecretString;
 
 use crate::dam::bynder::sns::{CertificateFetcher, SnsSettings, SubscriptionConfirmer};
 use crate::dam::bynder::webhook::BynderWebhookVerifier;
-use crate::dam::cloudinary::webhook::{
-    CloudinarySettings, CloudinaryWebhookVerifier, SignatureAlgorithm,
-};
-use crate::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, SigningSecret};
+use crate::dam::cloudinary::webhook::{CloudinarySettings, CloudinaryWebhookVerifier};
+use crate::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier};
+use crate::dam::settings::DamSettings;
 use crate::dam::{DamKind, WebhookError, WebhookOutcome, WebhookRequest, WebhookVerifier};
 use crate::queue::ChangeQueue;
+use crate::settings::{self, SettingError};
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -119,11 +118,11 @@ impl IngestService {
         received_at: SystemTime,
     ) -> IngestResponse {
         let Some(dam) = route(path) else {
-            tracing::info!(path, "no such route");
+            tracing::info!(path, "No such route.");
             return IngestResponse::error(404, "not_found");
         };
         if !method.eq_ignore_ascii_case("POST") {
-            tracing::info!(path, method, "method not allowed");
+            tracing::info!(path, method, "Method not allowed.");
             return IngestResponse::error(405, "method_not_allowed");
         }
         self.handle(dam, headers, body, received_at).await
@@ -138,11 +137,11 @@ impl IngestService {
         received_at: SystemTime,
     ) -> IngestResponse {
         let Some(verifier) = self.verifiers.get(dam) else {
-            tracing::info!(dam, "webhook for an unknown or unconfigured DAM");
+            tracing::info!(dam, "Webhook for an unknown or unconfigured DAM.");
             return IngestResponse::error(404, "not_found");
         };
         if body.len() > self.settings.max_body_bytes {
-            tracing::warn!(dam, bytes = body.len(), "webhook body over the limit");
+            tracing::warn!(dam, bytes = body.len(), "Webhook body over the limit.");
             return IngestResponse::error(413, "payload_too_large");
         }
         let headers: Vec<(String, String)> = headers
@@ -158,12 +157,12 @@ impl IngestService {
             tracing::warn!(
                 dam,
                 content_type,
-                "webhook with an unsupported content type"
+                "Webhook with an unsupported content type."
             );
             return IngestResponse::error(415, "unsupported_media_type");
         }
         if body.is_empty() {
-            tracing::warn!(dam, "empty webhook body");
+            tracing::warn!(dam, "Empty webhook body.");
             return IngestResponse::error(400, "malformed");
         }
         let request = WebhookRequest {
@@ -174,7 +173,7 @@ impl IngestService {
         let events = match verifier.verify(&request).await {
             Ok(WebhookOutcome::Events(events)) => events,
             Ok(WebhookOutcome::Handled(what)) => {
-                tracing::info!(dam, what, "webhook control message handled");
+                tracing::info!(dam, what, "Webhook control message handled.");
                 return IngestResponse {
                     status: 200,
                     body: r#"{"status":"handled"}"#.into(),
@@ -187,7 +186,7 @@ impl IngestService {
                     WebhookError::Malformed(_) => (400, "malformed"),
                     WebhookError::Unavailable(_) => (503, "unavailable"),
                 };
-                tracing::warn!(dam, status, reason = %error, "webhook rejected");
+                tracing::warn!(dam, status, error = %error, "Webhook rejected.");
                 return IngestResponse::error(status, code);
             }
         };
@@ -201,12 +200,12 @@ impl IngestService {
                 %dam_ids,
                 events = events.len(),
                 retriable = error.is_retriable(),
-                reason = %error,
-                "enqueue failed; sender will retry"
+                error = %error,
+                "Enqueue failed; the sender will retry."
             );
             return IngestResponse::error(503, "unavailable");
         }
-        tracing::info!(dam, %dam_ids, queued = events.len(), "webhook accepted");
+        tracing::info!(dam, %dam_ids, queued = events.len(), "Webhook accepted.");
         IngestResponse {
             status: 202,
             body: format!(r#"{{"status":"accepted","queued":{}}}"#, events.len()),
@@ -245,114 +244,52 @@ fn content_type_allowed(dam: DamKind, content_type: &str) -> bool {
     }
 }
 
-/// Environment variable names of the ingest function (also the keys of the `SECRETS_ARN`
-/// JSON secret, which takes precedence for the secrets).
-pub mod env {
-    pub const QUEUE_URL: &str = "QUEUE_URL";
-    pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
-    pub const CLOUDINARY_API_SECRET: &str = "CLOUDINARY_API_SECRET";
-    pub const CLOUDINARY_SIGNATURE_ALGORITHM: &str = "CLOUDINARY_SIGNATURE_ALGORITHM";
-    pub const CLOUDINARY_MAX_AGE_SECS: &str = "CLOUDINARY_MAX_AGE_SECS";
-    pub const BYNDER_TOPIC_ARNS: &str = "BYNDER_TOPIC_ARNS";
-    pub const SNS_MAX_AGE_SECS: &str = "SNS_MAX_AGE_SECS";
-    pub const GENERIC_WEBHOOK_SECRETS: &str = "GENERIC_WEBHOOK_SECRETS";
-    pub const GENERIC_TOLERANCE_SECS: &str = "GENERIC_TOLERANCE_SECS";
-    pub const SECRETS_ARN: &str = "SECRETS_ARN";
-}
-
-/// Everything the ingest function is configured with. A DAM is served only when its secret
-/// (Bynder: its topic list) is set.
-#[derive(Debug, Clone)]
+/// The webhook verifiers to serve and their limits. A DAM is served only when its webhook
+/// secret (Bynder: its topic list) is set. The queue is the caller's: this service is
+/// transport-free.
+#[derive(Debug, Clone, Default)]
 pub struct IngestConfig {
-    pub queue_url: String,
     pub settings: IngestSettings,
     pub cloudinary: Option<CloudinarySettings>,
     pub bynder: Option<SnsSettings>,
     pub generic: Option<GenericSettings>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+/// A missing or malformed ingest setting, named as the user wrote it.
+pub type ConfigError = SettingError;
 
-impl IngestConfig {
-    /// Reads the [`env`] variables through `get` (empty values count as unset).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let number = |name: &str| -> Result<Option<u64>, ConfigError> {
-            get(name)
-                .map(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| ConfigError(format!("{name} is not a number")))
-                })
-                .transpose()
-        };
-        let queue_url = get(env::QUEUE_URL)
-            .ok_or_else(|| ConfigError(format!("{} is required", env::QUEUE_URL)))?;
-        let mut settings = IngestSettings::default();
-        if let Some(max) = number(env::MAX_BODY_BYTES)? {
-            settings.max_body_bytes =
-                usize::try_from(max).map_err(|e| ConfigError(e.to_string()))?;
-        }
-
-        let cloudinary = match get(env::CLOUDINARY_API_SECRET) {
-            None => None,
-            Some(secret) => {
-                let mut s = CloudinarySettings::new(SecretString::from(secret));
-                if let Some(alg) = get(env::CLOUDINARY_SIGNATURE_ALGORITHM) {
-                    s.algorithm = alg.parse::<SignatureAlgorithm>().map_err(ConfigError)?;
-                }
-                if let Some(secs) = number(env::CLOUDINARY_MAX_AGE_SECS)? {
-                    s.max_age = Duration::from_secs(secs);
-                }
-                Some(s)
-            }
-        };
-        let bynder = match get(env::BYNDER_TOPIC_ARNS) {
-            None => None,
-            Some(list) => {
-                let mut s = SnsSettings::new(split_list(&list));
-                if let Some(secs) = number(env::SNS_MAX_AGE_SECS)? {
-                    s.max_age = Duration::from_secs(secs);
-                }
-                Some(s)
-            }
-        };
-        let generic = match get(env::GENERIC_WEBHOOK_SECRETS) {
-            None => None,
-            Some(list) => {
-                let secrets = split_list(&list)
-                    .iter()
-                    .map(|s| SigningSecret::parse(s).map_err(ConfigError))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut s = GenericSettings::new(secrets);
-                if let Some(secs) = number(env::GENERIC_TOLERANCE_SECS)? {
-                    s.tolerance = Duration::from_secs(secs);
-                }
-                Some(s)
-            }
-        };
-        Ok(Self {
-            queue_url,
-            settings,
-            cloudinary,
-            bynder,
-            generic,
-        })
-    }
+/// Keys of the ingest service itself (`[server]` in the `serve` config; unprefixed variables).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct IngestKeys {
+    /// Larger bodies are refused with 413. Default 1 MiB.
+    pub max_body_bytes: Option<usize>,
 }
 
-/// Comma- or whitespace-separated list.
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+impl IngestConfig {
+    /// Reads `MAX_BODY_BYTES` and the webhook keys of every DAM with a variable set
+    /// ([`DamSettings::all_from_lookup`]); blank values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let keys: IngestKeys = settings::from_lookup("", &get)?;
+        let mut config = Self::default();
+        if let Some(max) = keys.max_body_bytes {
+            config.settings.max_body_bytes = max;
+        }
+        for dam in DamSettings::all_from_lookup(&get)? {
+            config.serve(&dam).map_err(|e| e.at(dam.env_origin()))?;
+        }
+        Ok(config)
+    }
+
+    /// Adds `dam`'s webhook, when its secret is set. Errors name keys by field, to be renamed
+    /// with [`SettingError::at`] for the front they came from.
+    pub fn serve(&mut self, dam: &DamSettings) -> Result<(), ConfigError> {
+        match dam.kind() {
+            DamKind::Cloudinary => self.cloudinary = dam.cloudinary_webhook()?,
+            DamKind::Bynder => self.bynder = dam.bynder_webhook(),
+            DamKind::Generic => self.generic = dam.generic_webhook()?,
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +300,7 @@ mod tests {
 
     use async_trait::async_trait;
 
+    use crate::dam::cloudinary::webhook::SignatureAlgorithm;
     use crate::dam::{ChangeEvent, ChangeKind};
     use crate::queue::MemoryChangeQueue;
 
@@ -446,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn routes() {
+    fn only_webhooks_paths_route_with_or_without_a_stage_prefix() {
         assert_eq!(route("/webhooks/cloudinary"), Some("cloudinary"));
         assert_eq!(route("/prod/webhooks/bynder/"), Some("bynder"));
         assert_eq!(route("/webhooks/"), None);
@@ -455,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn content_types() {
+    fn each_dam_accepts_only_the_content_types_it_sends() {
         assert!(content_type_allowed(
             DamKind::Generic,
             "application/json; charset=utf-8"
@@ -477,14 +415,13 @@ mod tests {
     }
 
     #[test]
-    fn config_from_lookup() {
+    fn variables_enable_each_dam_whose_webhook_secret_is_set() {
         let vars: HashMap<&str, &str> = HashMap::from([
-            (env::QUEUE_URL, "https://sqs/q"),
-            (env::MAX_BODY_BYTES, "2048"),
-            (env::CLOUDINARY_API_SECRET, "s"),
-            (env::CLOUDINARY_SIGNATURE_ALGORITHM, "sha256"),
-            (env::BYNDER_TOPIC_ARNS, "arn:a, arn:b"),
-            (env::GENERIC_WEBHOOK_SECRETS, "whsec_YWJj whsec_ZGVm"),
+            ("MAX_BODY_BYTES", "2048"),
+            ("CLOUDINARY_API_SECRET", "s"),
+            ("CLOUDINARY_SIGNATURE_ALGORITHM", "sha256"),
+            ("BYNDER_TOPIC_ARNS", "arn:a, arn:b"),
+            ("GENERIC_WEBHOOK_SECRETS", "whsec_YWJj whsec_ZGVm"),
         ]);
         let config = IngestConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(config.settings.max_body_bytes, 2048);
@@ -495,12 +432,10 @@ mod tests {
         assert_eq!(config.bynder.unwrap().topic_arns, ["arn:a", "arn:b"]);
         assert_eq!(config.generic.unwrap().secrets.len(), 2);
 
-        assert!(IngestConfig::from_lookup(|_| None).is_err());
-        let bad = |k: &str| match k {
-            env::QUEUE_URL => Some("q".to_owned()),
-            env::GENERIC_WEBHOOK_SECRETS => Some("whsec_!!".to_owned()),
-            _ => None,
-        };
-        assert!(IngestConfig::from_lookup(bad).is_err());
+        let none = IngestConfig::from_lookup(|_| None).unwrap();
+        assert!(none.cloudinary.is_none() && none.bynder.is_none() && none.generic.is_none());
+        let bad = |k: &str| (k == "GENERIC_WEBHOOK_SECRETS").then(|| "whsec_!!".to_owned());
+        let e = IngestConfig::from_lookup(bad).unwrap_err();
+        assert_eq!(e.name(), Some("GENERIC_WEBHOOK_SECRETS"), "{e}");
     }
 }

@@ -13,5 +13,6 @@ pub mod observability;
 pub mod poller;
 pub mod queue;
 pub mod secrets;
+pub mod settings;
 pub mod store;
 pub mod time;

@@ -273,7 +273,7 @@ async fn secrets_manager_values_override_the_environment() {
         "CLOUDINARY_API_SECRET" => Some("from-env".to_owned()),
         _ => None,
     };
-    let config = webhook_ingest::load_config(&aws, env).await.unwrap();
+    let config = webhook_ingest::load_config(&aws, env).await.unwrap().ingest;
     assert!(config.bynder.is_none() && config.generic.is_none());
     let queue = Arc::new(shared::queue::MemoryChangeQueue::new());
     let sns = Arc::new(FakeSns::default());

@@ -6,35 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use secrecy::SecretString;
-use shared::consumer::{BatchOutcome, Consumer, InboundMessage};
+use shared::akeneo::AkeneoConfig;
+use shared::consumer::{BatchOutcome, Consumer, ConsumerSettings, InboundMessage};
 use shared::dam::AssetSource;
-use shared::dam::bynder::api::{BynderApi, BynderApiSettings};
-use shared::dam::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
-use shared::dam::generic::api::{GenericApi, GenericApiSettings};
+use shared::dam::settings::DamSettings;
+use shared::settings::{self, SettingError};
 use tokio::time::Instant;
-use url::Url;
 
-/// Environment variable names.
-pub mod env {
-    pub const MAPPING_PATH: &str = "MAPPING_PATH";
-    pub const DLQ_URL: &str = "DLQ_URL";
-    pub const SAFETY_MARGIN_MS: &str = "CONSUMER_SAFETY_MARGIN_MS";
-    pub const GENERIC_API_URL: &str = "GENERIC_API_URL";
-    pub const GENERIC_API_TOKEN: &str = "GENERIC_API_TOKEN";
-    pub const CLOUDINARY_CLOUD_NAME: &str = "CLOUDINARY_CLOUD_NAME";
-    pub const CLOUDINARY_API_KEY: &str = "CLOUDINARY_API_KEY";
-    pub const CLOUDINARY_API_SECRET: &str = "CLOUDINARY_API_SECRET";
-    pub const CLOUDINARY_API_BASE: &str = "CLOUDINARY_API_BASE";
-    pub const BYNDER_PORTAL_URL: &str = "BYNDER_PORTAL_URL";
-    pub const BYNDER_TOKEN: &str = "BYNDER_TOKEN";
-}
-
-/// Settings of one cold start (besides `TABLE_NAME` and `AKENEO_*`, read by their adapters).
+/// Everything the function reads at a cold start (after `SECRETS_ARN`, read first), named in
+/// docs/settings.md.
 pub struct Settings {
     pub mapping_path: PathBuf,
     pub dlq_url: String,
-    pub safety_margin: Option<Duration>,
+    pub table_name: String,
+    pub tuning: ConsumerSettings,
+    pub akeneo: AkeneoConfig,
     /// One source per DAM whose API settings are present.
     pub sources: Vec<Arc<dyn AssetSource>>,
 }
@@ -45,7 +31,9 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("mapping_path", &self.mapping_path)
             .field("dlq_url", &self.dlq_url)
-            .field("safety_margin", &self.safety_margin)
+            .field("table_name", &self.table_name)
+            .field("tuning", &self.tuning)
+            .field("akeneo", &self.akeneo)
             .field(
                 "sources",
                 &self.sources.iter().map(|s| s.dam()).collect::<Vec<_>>(),
@@ -54,91 +42,42 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-fn required(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, String> {
-    get(name)
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| format!("{name} is not set"))
-}
-
-fn url(raw: &str, name: &str) -> Result<Url, String> {
-    Url::parse(raw).map_err(|e| format!("{name}: {e}"))
-}
-
 impl Settings {
     /// Reads the settings through `get` (the environment in production). `default_mapping`
     /// is used when `MAPPING_PATH` is unset.
     pub fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
         default_mapping: PathBuf,
-    ) -> Result<Settings, String> {
-        let mapping_path = get(env::MAPPING_PATH)
+    ) -> Result<Settings, SettingError> {
+        let mapping_path = get("MAPPING_PATH")
             .filter(|v| !v.trim().is_empty())
             .map_or(default_mapping, PathBuf::from);
-        let dlq_url = required(&get, env::DLQ_URL)?;
-        let safety_margin = match get(env::SAFETY_MARGIN_MS) {
-            None => None,
-            Some(raw) => Some(Duration::from_millis(
-                raw.trim()
-                    .parse()
-                    .map_err(|e| format!("{}: {e}", env::SAFETY_MARGIN_MS))?,
-            )),
-        };
-        let mut sources: Vec<Arc<dyn AssetSource>> = Vec::new();
-        if let Some(base) = get(env::GENERIC_API_URL) {
-            let token = required(&get, env::GENERIC_API_TOKEN)?;
-            let settings = GenericApiSettings::new(
-                url(&base, env::GENERIC_API_URL)?,
-                SecretString::from(token),
-            );
-            sources.push(Arc::new(
-                GenericApi::new(settings).map_err(|e| e.to_string())?,
-            ));
-        }
-        if let Some(cloud) = get(env::CLOUDINARY_CLOUD_NAME) {
-            let mut settings = CloudinaryApiSettings::new(
-                cloud,
-                required(&get, env::CLOUDINARY_API_KEY)?,
-                SecretString::from(required(&get, env::CLOUDINARY_API_SECRET)?),
-            );
-            if let Some(base) = get(env::CLOUDINARY_API_BASE) {
-                settings.api_base = url(&base, env::CLOUDINARY_API_BASE)?;
+        let dlq_url = settings::required(&get, "DLQ_URL", "the dead-letter queue's URL")?;
+        let table_name = settings::required(&get, "TABLE_NAME", "the state table's name")?;
+        let tuning = ConsumerSettings::from_lookup(&get)?;
+        let akeneo = AkeneoConfig::from_lookup(&get)?;
+        let mut sources = Vec::new();
+        for dam in DamSettings::all_from_lookup(&get)? {
+            if dam.has_api() {
+                sources.push(dam.source().map_err(|e| e.at(dam.env_origin()))?);
             }
-            sources.push(Arc::new(
-                CloudinaryApi::new(settings).map_err(|e| e.to_string())?,
-            ));
-        }
-        if let Some(portal) = get(env::BYNDER_PORTAL_URL) {
-            let settings = BynderApiSettings::new(
-                url(&portal, env::BYNDER_PORTAL_URL)?,
-                SecretString::from(required(&get, env::BYNDER_TOKEN)?),
-            );
-            sources.push(Arc::new(
-                BynderApi::new(settings).map_err(|e| e.to_string())?,
-            ));
         }
         if sources.is_empty() {
-            return Err(format!(
-                "no DAM configured: set {}, {} or {}",
-                env::GENERIC_API_URL,
-                env::CLOUDINARY_CLOUD_NAME,
-                env::BYNDER_PORTAL_URL
+            return Err(SettingError::Other(
+                "no DAM configured: set GENERIC_API_URL, CLOUDINARY_CLOUD_NAME or \
+                 BYNDER_PORTAL_URL with its other settings (docs/settings.md)"
+                    .into(),
             ));
         }
         Ok(Settings {
             mapping_path,
             dlq_url,
-            safety_margin,
+            table_name,
+            tuning,
+            akeneo,
             sources,
         })
     }
-}
-
-/// `mapping.toml` next to the binary (how the Lambda zip ships it).
-pub fn default_mapping_path() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("mapping.toml")))
-        .unwrap_or_else(|| PathBuf::from("mapping.toml"))
 }
 
 /// The SQS records as pipeline messages. A record without a body is kept (empty) so the
@@ -177,9 +116,12 @@ pub fn deadline_instant(deadline: SystemTime) -> Instant {
     Instant::now() + remaining
 }
 
-/// Handles one SQS event. Never fails: per-message problems are in the response.
+/// Handles one SQS event as the deployed function does: the pipeline, its metrics (EMF on
+/// stdout), the partial batch response. Never fails: per-message problems are in the response.
 pub async fn handle(consumer: &Consumer, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-    to_response(&process(consumer, event, deadline).await)
+    let outcome = process(consumer, event, deadline).await;
+    shared::observability::emit_consumer(&outcome);
+    to_response(&outcome)
 }
 
 /// Runs the pipeline on one SQS event and logs the batch's counters.
@@ -211,48 +153,53 @@ mod tests {
 
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
+    const PIM: &[(&str, &str)] = &[
+        ("TABLE_NAME", "state"),
+        ("AKENEO_BASE_URL", "https://pim"),
+        ("AKENEO_CLIENT_ID", "i"),
+        ("AKENEO_CLIENT_SECRET", "s"),
+        ("AKENEO_USERNAME", "u"),
+        ("AKENEO_PASSWORD", "p"),
+    ];
+
+    fn with_pim(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<&str, &str> = PIM.iter().chain(pairs).copied().collect();
+        move |name| map.get(name).map(|v| (*v).to_owned())
     }
 
     #[test]
     fn settings_need_a_dlq_and_at_least_one_dam() {
-        let err = Settings::from_lookup(lookup(&[]), "m.toml".into()).unwrap_err();
-        assert!(err.contains(env::DLQ_URL), "{err}");
-        let err = Settings::from_lookup(lookup(&[(env::DLQ_URL, "https://q")]), "m.toml".into())
+        let err = Settings::from_lookup(with_pim(&[]), "m.toml".into()).unwrap_err();
+        assert_eq!(err.name(), Some("DLQ_URL"), "{err}");
+        let err = Settings::from_lookup(with_pim(&[("DLQ_URL", "https://q")]), "m.toml".into())
             .unwrap_err();
-        assert!(err.contains("no DAM configured"), "{err}");
+        assert!(err.to_string().contains("no DAM configured"), "{err}");
         let err = Settings::from_lookup(
-            lookup(&[
-                (env::DLQ_URL, "https://q"),
-                (env::GENERIC_API_URL, "http://dam"),
-            ]),
+            with_pim(&[("DLQ_URL", "https://q"), ("GENERIC_API_URL", "http://dam")]),
             "m.toml".into(),
         )
         .unwrap_err();
-        assert!(err.contains(env::GENERIC_API_TOKEN), "{err}");
+        assert_eq!(err.name(), Some("GENERIC_API_TOKEN"), "{err}");
     }
 
     #[test]
     fn settings_read_the_mapping_path_margin_and_sources() {
         let s = Settings::from_lookup(
-            lookup(&[
-                (env::DLQ_URL, "https://q"),
-                (env::GENERIC_API_URL, "http://dam/generic"),
-                (env::GENERIC_API_TOKEN, "t"),
-                (env::BYNDER_PORTAL_URL, "https://acme.bynder.com"),
-                (env::BYNDER_TOKEN, "b"),
-                (env::SAFETY_MARGIN_MS, "1500"),
+            with_pim(&[
+                ("DLQ_URL", "https://q"),
+                ("GENERIC_API_URL", "http://dam/generic"),
+                ("GENERIC_API_TOKEN", "t"),
+                ("BYNDER_PORTAL_URL", "https://acme.bynder.com"),
+                ("BYNDER_TOKEN", "b"),
+                ("CONSUMER_SAFETY_MARGIN_MS", "1500"),
+                ("CONSUMER_MAX_MEDIA_BYTES", "4096"),
             ]),
             "default.toml".into(),
         )
         .unwrap();
         assert_eq!(s.mapping_path, PathBuf::from("default.toml"));
-        assert_eq!(s.safety_margin, Some(Duration::from_millis(1500)));
+        assert_eq!(s.tuning.safety_margin, Duration::from_millis(1500));
+        assert_eq!(s.tuning.max_media_bytes, 4096);
         let dams: Vec<_> = s.sources.iter().map(|s| s.dam()).collect();
         assert_eq!(
             dams,
@@ -261,28 +208,27 @@ mod tests {
         assert!(!format!("{s:?}").contains("\"t\""), "no secrets in Debug");
 
         let s = Settings::from_lookup(
-            lookup(&[
-                (env::DLQ_URL, "https://q"),
-                (env::MAPPING_PATH, "/opt/m.toml"),
-                (env::GENERIC_API_URL, "http://dam/generic"),
-                (env::GENERIC_API_TOKEN, "t"),
+            with_pim(&[
+                ("DLQ_URL", "https://q"),
+                ("MAPPING_PATH", "/opt/m.toml"),
+                ("GENERIC_API_URL", "http://dam/generic"),
+                ("GENERIC_API_TOKEN", "t"),
             ]),
             "default.toml".into(),
         )
         .unwrap();
         assert_eq!(s.mapping_path, PathBuf::from("/opt/m.toml"));
-        assert!(
-            Settings::from_lookup(
-                lookup(&[
-                    (env::DLQ_URL, "https://q"),
-                    (env::GENERIC_API_URL, "http://dam/generic"),
-                    (env::GENERIC_API_TOKEN, "t"),
-                    (env::SAFETY_MARGIN_MS, "soon"),
-                ]),
-                "default.toml".into(),
-            )
-            .is_err()
-        );
+        let err = Settings::from_lookup(
+            with_pim(&[
+                ("DLQ_URL", "https://q"),
+                ("GENERIC_API_URL", "http://dam/generic"),
+                ("GENERIC_API_TOKEN", "t"),
+                ("CONSUMER_SAFETY_MARGIN_MS", "soon"),
+            ]),
+            "default.toml".into(),
+        )
+        .unwrap_err();
+        assert_eq!(err.name(), Some("CONSUMER_SAFETY_MARGIN_MS"), "{err}");
     }
 
     #[test]

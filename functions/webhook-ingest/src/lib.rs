@@ -8,11 +8,15 @@ use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, Response};
 use shared::ingest::{Bytes, IngestConfig, IngestResponse, IngestService};
 use shared::secrets::SecretSettings;
+use shared::settings::{self, SettingError};
 
-/// Maps one API Gateway request to the ingest service and back. lambda_http has already
-/// decoded a base64 body (`isBase64Encoded`), so the bytes are exactly what the DAM signed.
+/// Maps one API Gateway request to the ingest service and back, as the deployed function does
+/// (metrics included). lambda_http has already decoded a base64 body (`isBase64Encoded`), so
+/// the bytes are exactly what the DAM signed.
 pub async fn handle(service: &IngestService, request: Request) -> Response<Body> {
-    to_http(respond(service, request).await)
+    let response = respond(service, request).await;
+    shared::observability::emit_ingest(&response);
+    to_http(response)
 }
 
 /// The ingest service's answer to one API Gateway request.
@@ -54,12 +58,29 @@ pub fn to_http(response: IngestResponse) -> Response<Body> {
     out
 }
 
-/// The function's configuration: the environment (`env`), overlaid by the JSON secrets named
-/// by `SECRETS_ARN` when that is set. Called once per cold start.
+/// Everything the function reads at a cold start, named in docs/settings.md.
+#[derive(Debug)]
+pub struct Settings {
+    pub queue_url: String,
+    pub ingest: IngestConfig,
+}
+
+impl Settings {
+    /// Reads `QUEUE_URL` and the ingest settings through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        Ok(Settings {
+            queue_url: settings::required(&get, "QUEUE_URL", "the change queue's URL")?,
+            ingest: IngestConfig::from_lookup(&get)?,
+        })
+    }
+}
+
+/// The function's settings: the environment (`env`), overlaid by the JSON secrets named by
+/// `SECRETS_ARN` when that is set. Called once per cold start.
 pub async fn load_config(
     aws: &aws_config::SdkConfig,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<IngestConfig, String> {
+) -> Result<Settings, String> {
     let secrets = SecretSettings::load(aws, &env).await?;
-    IngestConfig::from_lookup(|name| secrets.lookup(&env, name)).map_err(|e| e.to_string())
+    Settings::from_lookup(|name| secrets.lookup(&env, name)).map_err(|e| e.to_string())
 }

@@ -14,11 +14,11 @@ async fn main() -> Result<(), Error> {
     shared::observability::init_logging();
 
     let aws = aws_config::load_from_env().await;
-    let config = webhook_ingest::load_config(&aws, |name| std::env::var(name).ok()).await?;
-    let queue = SqsChangeQueue::new(Client::new(&aws), config.queue_url.clone());
+    let settings = webhook_ingest::load_config(&aws, |name| std::env::var(name).ok()).await?;
+    let queue = SqsChangeQueue::new(Client::new(&aws), settings.queue_url);
     let sns = Arc::new(ReqwestSnsClient::new()?);
     let service = Arc::new(IngestService::from_config(
-        &config,
+        &settings.ingest,
         Arc::new(queue),
         sns.clone(),
         sns,
@@ -26,11 +26,7 @@ async fn main() -> Result<(), Error> {
 
     lambda_http::run(service_fn(move |request| {
         let service = Arc::clone(&service);
-        async move {
-            let response = webhook_ingest::respond(&service, request).await;
-            shared::observability::emit_ingest(&response);
-            Ok::<_, Error>(webhook_ingest::to_http(response))
-        }
+        async move { Ok::<_, Error>(webhook_ingest::handle(&service, request).await) }
     }))
     .await
 }

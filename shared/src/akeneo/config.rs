@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
+use serde::Deserialize;
 use url::Url;
+
+use crate::settings::{self, Origin, Secret, SettingError};
 
 /// Akeneo's documented cap: 4 concurrent calls per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
@@ -89,18 +92,32 @@ pub struct AkeneoConfig {
     pub limits: Limits,
 }
 
-/// A setting that is missing or malformed: names the variable and how to fix it.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("{0} is not set: {1}")]
-    Missing(&'static str, &'static str),
-    #[error("{name} has an invalid value {value:?}: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
+/// The PIM's settings as the user writes them: the `[pim]` table of the `serve` config, or the
+/// `AKENEO_*` variables (key `max_in_flight` is `AKENEO_MAX_IN_FLIGHT`). Unset limits keep
+/// [`Limits::default`]; [`AkeneoConfig::from_settings`] validates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PimSettings {
+    pub base_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub max_in_flight: Option<usize>,
+    /// 0 disables pacing (only for PIMs without Akeneo's cap).
+    pub requests_per_second: Option<u32>,
+    pub option_writes_per_second: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub batch_max_bytes: Option<usize>,
+    pub batch_max_items: Option<usize>,
+    pub max_attempts: Option<u32>,
 }
+
+/// Prefix of the PIM's variables.
+pub const ENV_PREFIX: &str = "AKENEO_";
+
+/// A missing or malformed PIM setting, named as the user wrote it.
+pub type ConfigError = SettingError;
 
 impl AkeneoConfig {
     /// Reads `AKENEO_*` variables from the process environment.
@@ -108,67 +125,87 @@ impl AkeneoConfig {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Reads the settings through any lookup (tests pass a map; no `set_var`).
+    /// Reads the `AKENEO_*` settings through any lookup (tests pass a map; no `set_var`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str, hint: &'static str| {
-            get(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError::Missing(name, hint))
+        let origin = Origin::Env(ENV_PREFIX);
+        let raw: PimSettings = settings::from_lookup(ENV_PREFIX, &get)?;
+        Self::from_settings(&raw).map_err(|e| e.at(origin))
+    }
+
+    /// Validates the settings; errors name keys by field (`batch_max_items`), to be renamed
+    /// with [`SettingError::at`] for the front they came from.
+    pub fn from_settings(raw: &PimSettings) -> Result<Self, ConfigError> {
+        let required = |key: &str, value: &Option<String>, hint: &str| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| SettingError::missing(key, hint))
         };
+        let secret = |key: &str, value: &Option<Secret>, hint: &str| {
+            value
+                .as_ref()
+                .filter(|s| !s.expose().trim().is_empty())
+                .map(|s| s.0.clone())
+                .ok_or_else(|| SettingError::missing(key, hint))
+        };
+        let connection = "copy it from the PIM's Connection settings";
         let raw_url = required(
-            "AKENEO_BASE_URL",
+            "base_url",
+            &raw.base_url,
             "set it to your PIM's address, e.g. https://my-pim.cloud.akeneo.com",
         )?;
         let base_url = parse_base_url(&raw_url)?;
-        let client_id = required(
-            "AKENEO_CLIENT_ID",
-            "copy it from the PIM's Connection settings",
+        let client_id = required("client_id", &raw.client_id, connection)?;
+        let client_secret = secret("client_secret", &raw.client_secret, connection)?;
+        let username = required(
+            "username",
+            &raw.username,
+            "use the Connection's API username",
         )?;
-        let client_secret = required(
-            "AKENEO_CLIENT_SECRET",
-            "copy it from the PIM's Connection settings",
+        let password = secret(
+            "password",
+            &raw.password,
+            "use the Connection's API password",
         )?;
-        let username = required("AKENEO_USERNAME", "use the Connection's API username")?;
-        let password = required("AKENEO_PASSWORD", "use the Connection's API password")?;
 
         let mut limits = Limits::default();
-        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_MAX_IN_FLIGHT")? {
-            limits.max_in_flight = positive("AKENEO_MAX_IN_FLIGHT", v)?;
+        if let Some(v) = raw.max_in_flight {
+            limits.max_in_flight = positive("max_in_flight", v)?;
         }
-        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_REQUESTS_PER_SECOND")? {
+        if let Some(v) = raw.requests_per_second {
             limits.requests_per_second = (v > 0).then_some(v);
         }
-        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_OPTION_WRITES_PER_SECOND")? {
-            limits.option_writes_per_second = positive("AKENEO_OPTION_WRITES_PER_SECOND", v)?;
+        if let Some(v) = raw.option_writes_per_second {
+            limits.option_writes_per_second = positive("option_writes_per_second", v)?;
         }
-        if let Some(v) = parse_opt::<u64>(&get, "AKENEO_TIMEOUT_MS")? {
-            limits.request_timeout = Duration::from_millis(positive("AKENEO_TIMEOUT_MS", v)?);
+        if let Some(v) = raw.timeout_ms {
+            limits.request_timeout = Duration::from_millis(positive("timeout_ms", v)?);
         }
-        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_BATCH_MAX_BYTES")? {
-            limits.batch_max_bytes = positive("AKENEO_BATCH_MAX_BYTES", v)?;
+        if let Some(v) = raw.batch_max_bytes {
+            limits.batch_max_bytes = positive("batch_max_bytes", v)?;
         }
-        if let Some(v) = parse_opt::<usize>(&get, "AKENEO_BATCH_MAX_ITEMS")? {
+        if let Some(v) = raw.batch_max_items {
             if v == 0 || v > MAX_ASSETS_PER_PATCH {
-                return Err(ConfigError::Invalid {
-                    name: "AKENEO_BATCH_MAX_ITEMS",
-                    value: v.to_string(),
-                    reason: format!(
-                        "must be 1 to {MAX_ASSETS_PER_PATCH} (Akeneo answers 413 above)"
-                    ),
-                });
+                return Err(SettingError::invalid(
+                    "batch_max_items",
+                    v,
+                    format!("must be 1 to {MAX_ASSETS_PER_PATCH} (Akeneo answers 413 above)"),
+                ));
             }
             limits.batch_max_items = v;
         }
-        if let Some(v) = parse_opt::<u32>(&get, "AKENEO_MAX_ATTEMPTS")? {
-            limits.retry.max_attempts = positive("AKENEO_MAX_ATTEMPTS", v)?;
+        if let Some(v) = raw.max_attempts {
+            limits.retry.max_attempts = positive("max_attempts", v)?;
         }
 
         Ok(AkeneoConfig {
             base_url,
             client_id,
-            client_secret: SecretString::from(client_secret),
+            client_secret,
             username,
-            password: SecretString::from(password),
+            password,
             limits,
         })
     }
@@ -176,11 +213,7 @@ impl AkeneoConfig {
 
 /// Accepts `https://host`, `https://host/` or a sub-path install; the API paths are appended.
 pub fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        name: "AKENEO_BASE_URL",
-        value: raw.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| SettingError::invalid("base_url", raw, reason);
     let mut url = Url::parse(raw.trim()).map_err(|e| {
         invalid(format!(
             "{e}; expected an absolute URL such as https://my-pim.cloud.akeneo.com"
@@ -202,40 +235,15 @@ pub fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-fn parse_opt<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match get(name) {
-        None => Ok(None),
-        Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<T>()
-            .map(Some)
-            .map_err(|e| ConfigError::Invalid {
-                name,
-                value: v,
-                reason: e.to_string(),
-            }),
-    }
-}
-
-fn positive<T: PartialOrd + Default + ToString>(
-    name: &'static str,
-    v: T,
-) -> Result<T, ConfigError> {
+fn positive<T: PartialOrd + Default + ToString>(key: &str, v: T) -> Result<T, ConfigError> {
     if v > T::default() {
         Ok(v)
     } else {
-        Err(ConfigError::Invalid {
-            name,
-            value: v.to_string(),
-            reason: "must be greater than zero".into(),
-        })
+        Err(SettingError::invalid(
+            key,
+            v.to_string(),
+            "must be greater than zero",
+        ))
     }
 }
 

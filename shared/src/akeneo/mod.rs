@@ -17,7 +17,7 @@ mod transport;
 
 pub use assets::{FieldError, ItemFailure, ItemOutcome, UpsertReport, Written};
 pub use client::AkeneoClient;
-pub use config::{AkeneoConfig, ConfigError, Limits, RetryPolicy};
+pub use config::{AkeneoConfig, ConfigError, Limits, PimSettings, RetryPolicy};
 pub use error::AkeneoError;
 pub use model::{
     Asset, AssetAttribute, AssetFamily, AssetValue, AttributeOption, AttributeType,

@@ -13,7 +13,10 @@
 
 mod media;
 mod pim;
+mod settings;
 mod steps;
+
+pub use settings::ConsumerKeys;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

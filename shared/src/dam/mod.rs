@@ -15,6 +15,7 @@ pub mod bynder;
 pub mod cloudinary;
 pub mod generic;
 pub(crate) mod http;
+pub mod settings;
 mod verify;
 
 /// Which DAM an event or asset comes from.

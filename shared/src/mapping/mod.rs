@@ -190,6 +190,15 @@ impl Mapping {
         compile::compile(text, origin)
     }
 
+    /// `mapping.toml` next to the running binary (how the Lambda zips ship it), the default
+    /// when `MAPPING_PATH` is unset.
+    pub fn default_path() -> std::path::PathBuf {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("mapping.toml")))
+            .unwrap_or_else(|| std::path::PathBuf::from("mapping.toml"))
+    }
+
     pub fn from_path(path: &Path) -> Result<Mapping, MappingError> {
         let text = std::fs::read_to_string(path).map_err(|source| MappingError::Io {
             path: path.to_path_buf(),

@@ -36,7 +36,7 @@ mod sweep;
 pub use memory::MemorySource;
 pub use sweep::{CodePage, PimCodes, SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
 
-pub use settings::{PollerSettings, SettingsError};
+pub use settings::{PollKeys, PollerSettings, SettingsError};
 
 /// Which listing a run walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use crate::settings::{self, Origin, SettingError};
+
 /// What a run may do. Defaults suit a 5-minute schedule on a 15-minute Lambda timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollerSettings {
@@ -44,76 +48,71 @@ impl Default for PollerSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("poller setting {name}: {reason}")]
-pub struct SettingsError {
-    pub name: &'static str,
-    pub reason: String,
+/// The poller's settings as the user writes them: the `[poller]` table of the `serve` config or
+/// the `POLL_*` variables (key `lookback_secs` is `POLL_LOOKBACK_SECS`). Unset keys keep the
+/// defaults of [`PollerSettings`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollKeys {
+    pub cursor_name: Option<String>,
+    pub backfill_cursor_name: Option<String>,
+    pub lookback_secs: Option<u64>,
+    pub safety_lag_secs: Option<u64>,
+    pub page_size: Option<u64>,
+    pub max_dam_calls: Option<u64>,
+    pub lease_ttl_secs: Option<u64>,
+    pub deadline_margin_secs: Option<u64>,
 }
 
+/// Prefix of the poller's variables.
+pub const ENV_PREFIX: &str = "POLL_";
+
+/// A bad poller setting, named as the user wrote it.
+pub type SettingsError = SettingError;
+
 impl PollerSettings {
-    /// Reads `POLL_*` variables through `get`; unset ones keep their defaults:
-    /// `POLL_CURSOR_NAME`, `POLL_BACKFILL_CURSOR_NAME`, `POLL_LOOKBACK_SECS`,
-    /// `POLL_SAFETY_LAG_SECS`, `POLL_PAGE_SIZE`, `POLL_MAX_DAM_CALLS`, `POLL_LEASE_TTL_SECS`,
-    /// `POLL_DEADLINE_MARGIN_SECS`.
+    /// Reads the `POLL_*` variables through `get`; unset ones keep their defaults.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let keys: PollKeys = settings::from_lookup(ENV_PREFIX, &get)?;
+        Self::from_keys(&keys).map_err(|e| e.at(Origin::Env(ENV_PREFIX)))
+    }
+
+    /// Validates the keys; errors name them by field, to be renamed with [`SettingError::at`].
+    pub fn from_keys(keys: &PollKeys) -> Result<Self, SettingsError> {
         let mut s = Self::default();
-        let text = |name: &'static str| -> Result<Option<String>, SettingsError> {
-            match get(name) {
-                Some(v) if v.trim().is_empty() => Err(SettingsError {
-                    name,
-                    reason: "empty".into(),
-                }),
-                other => Ok(other.map(|v| v.trim().to_owned())),
-            }
+        let positive = |key: &str, v: Option<u64>| match v {
+            Some(0) => Err(SettingError::invalid(key, 0, "must be at least 1")),
+            other => Ok(other),
         };
-        let number = |name: &'static str| -> Result<Option<u64>, SettingsError> {
-            text(name)?
-                .map(|v| {
-                    v.parse::<u64>().map_err(|e| SettingsError {
-                        name,
-                        reason: format!("{v:?}: {e}"),
-                    })
-                })
-                .transpose()
-        };
-        let positive = |name: &'static str| -> Result<Option<u64>, SettingsError> {
-            match number(name)? {
-                Some(0) => Err(SettingsError {
-                    name,
-                    reason: "must be at least 1".into(),
-                }),
-                other => Ok(other),
-            }
-        };
-        if let Some(v) = text("POLL_CURSOR_NAME")? {
-            s.cursor_name = v;
+        if let Some(v) = &keys.cursor_name {
+            s.cursor_name = v.trim().to_owned();
         }
-        if let Some(v) = text("POLL_BACKFILL_CURSOR_NAME")? {
-            s.backfill_cursor_name = v;
+        if let Some(v) = &keys.backfill_cursor_name {
+            s.backfill_cursor_name = v.trim().to_owned();
         }
         if s.cursor_name == s.backfill_cursor_name {
-            return Err(SettingsError {
-                name: "POLL_BACKFILL_CURSOR_NAME",
-                reason: "must differ from the incremental cursor name".into(),
-            });
+            return Err(SettingError::invalid(
+                "backfill_cursor_name",
+                &s.backfill_cursor_name,
+                "must differ from the incremental cursor name",
+            ));
         }
-        if let Some(v) = number("POLL_LOOKBACK_SECS")? {
+        if let Some(v) = keys.lookback_secs {
             s.lookback = Duration::from_secs(v);
         }
-        if let Some(v) = number("POLL_SAFETY_LAG_SECS")? {
+        if let Some(v) = keys.safety_lag_secs {
             s.safety_lag = Duration::from_secs(v);
         }
-        if let Some(v) = positive("POLL_PAGE_SIZE")? {
+        if let Some(v) = positive("page_size", keys.page_size)? {
             s.page_size = usize::try_from(v).unwrap_or(usize::MAX);
         }
-        if let Some(v) = positive("POLL_MAX_DAM_CALLS")? {
+        if let Some(v) = positive("max_dam_calls", keys.max_dam_calls)? {
             s.max_dam_calls = u32::try_from(v).unwrap_or(u32::MAX);
         }
-        if let Some(v) = positive("POLL_LEASE_TTL_SECS")? {
+        if let Some(v) = positive("lease_ttl_secs", keys.lease_ttl_secs)? {
             s.lease_ttl = Duration::from_secs(v);
         }
-        if let Some(v) = number("POLL_DEADLINE_MARGIN_SECS")? {
+        if let Some(v) = keys.deadline_margin_secs {
             s.deadline_margin = Duration::from_secs(v);
         }
         Ok(s)
@@ -159,10 +158,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let e = from(&[("POLL_PAGE_SIZE", "0")]).unwrap_err();
-        assert_eq!(e.name, "POLL_PAGE_SIZE");
+        assert_eq!(e.name(), Some("POLL_PAGE_SIZE"));
         let e = from(&[("POLL_LOOKBACK_SECS", "5m")]).unwrap_err();
-        assert_eq!(e.name, "POLL_LOOKBACK_SECS");
+        assert_eq!(e.name(), Some("POLL_LOOKBACK_SECS"));
         let e = from(&[("POLL_BACKFILL_CURSOR_NAME", "reconcile")]).unwrap_err();
-        assert_eq!(e.name, "POLL_BACKFILL_CURSOR_NAME");
+        assert_eq!(e.name(), Some("POLL_BACKFILL_CURSOR_NAME"));
     }
 }

@@ -171,9 +171,8 @@ impl SubscriptionConfirmer for FakeSns {
 
 // ---- the service under test ----
 
-pub fn config(queue_url: &str) -> IngestConfig {
+pub fn config() -> IngestConfig {
     IngestConfig {
-        queue_url: queue_url.to_owned(),
         settings: IngestSettings::default(),
         cloudinary: Some(CloudinarySettings::new(CLOUDINARY_SECRET.into())),
         bynder: Some(SnsSettings::new(vec![
@@ -190,7 +189,7 @@ pub fn config(queue_url: &str) -> IngestConfig {
 /// All three DAMs configured, SNS served by a [`FakeSns`].
 pub fn service(queue: Arc<dyn ChangeQueue>) -> (IngestService, Arc<FakeSns>) {
     let sns = Arc::new(FakeSns::default());
-    let service = IngestService::from_config(&config("unused"), queue, sns.clone(), sns.clone());
+    let service = IngestService::from_config(&config(), queue, sns.clone(), sns.clone());
     (service, sns)
 }
 
