@@ -105,6 +105,32 @@ pub struct ChangeEvent {
     pub received_at_ms: i64,
 }
 
+impl ChangeEvent {
+    /// The event the poller enqueues: an upsert carrying the full asset, so the consumer can
+    /// skip re-reading it, keyed by DAM, id and version ([`ChangeEvent::upsert_key`]).
+    pub fn upsert_of(asset: &DamAsset, received_at_ms: i64) -> Self {
+        ChangeEvent {
+            dam: asset.dam,
+            asset_id: asset.id.clone(),
+            kind: ChangeKind::Upsert,
+            version: Some(asset.version),
+            asset: Some(asset.clone()),
+            dedupe_key: Self::upsert_key(asset.dam, &asset.id, asset.version),
+            received_at_ms,
+        }
+    }
+
+    /// `dam:id:modified_at_ms.seq`.
+    pub fn upsert_key(dam: DamKind, id: &str, version: Version) -> String {
+        format!(
+            "{}:{id}:{}.{}",
+            dam.as_str(),
+            version.modified_at_ms,
+            version.seq
+        )
+    }
+}
+
 /// A raw webhook delivery, exactly as received (verification runs on these bytes).
 #[derive(Debug, Clone)]
 pub struct WebhookRequest {
@@ -198,4 +224,21 @@ pub trait AssetSource: Send + Sync {
         resume: Option<PageToken>,
         page_size: usize,
     ) -> BoxStream<'_, Result<Page, DamError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_key_names_dam_id_and_version() {
+        let v = Version {
+            modified_at_ms: 1_700_000_000_123,
+            seq: 4,
+        };
+        assert_eq!(
+            ChangeEvent::upsert_key(DamKind::Generic, "a1", v),
+            "generic:a1:1700000000123.4"
+        );
+    }
 }

@@ -33,6 +33,7 @@ use crate::mapping::{DeletePolicy, Mapping};
 use crate::queue::{ChangeQueue, QueueError};
 use crate::store::{
     Advance, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore, StateError, system_clock,
+    with_lease,
 };
 
 use super::{PollMetrics, StopReason};
@@ -221,21 +222,20 @@ impl Sweeper {
         let name = self.settings.name.clone();
         let owner = format!("sweep-{}-{:016x}", epoch_ms(now), fastrand::u64(..));
         let mut report = SweepReport::default();
-        if !self
-            .ports
-            .leases
-            .acquire(&name, &owner, self.settings.lease_ttl)
-            .await?
-        {
+        let leased = with_lease(
+            self.ports.leases.as_ref(),
+            &name,
+            &owner,
+            self.settings.lease_ttl,
+            || self.sweep(now, deadline, &mut report),
+        )
+        .await?;
+        let Some(result) = leased else {
             PollMetrics::bump(&self.metrics.lease_held, 1);
             tracing::info!(lease = %name, "Another sweep holds the lease; exiting.");
             report.stop = Some(StopReason::LeaseHeld);
             return Ok(report);
-        }
-        let result = self.sweep(now, deadline, &mut report).await;
-        if let Err(e) = self.ports.leases.release(&name, &owner).await {
-            tracing::warn!(lease = %name, error = %e, "Lease release failed; it will expire.");
-        }
+        };
         PollMetrics::bump(&self.metrics.deletions_enqueued, report.deletions_enqueued);
         match result {
             Ok(stop) => {

@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use crate::dam::{DamKind, Version};
 
 pub mod dynamodb;
+mod lease;
+
+pub use lease::with_lease;
 
 /// A failure of the state store itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
