@@ -134,7 +134,7 @@ async fn end_to_end_sns_with_a_locally_served_certificate() {
     let (base, seen) = tiny_server(200, sns_key().cert_pem.clone()).await;
     let client = moto_sqs().await;
     let url = new_queue(&client, "sns-e2e").await;
-    let mut config = config(&url);
+    let mut config = config();
     if let Some(sns) = config.bynder.as_mut() {
         sns.allow_insecure_cert_url_for_tests = true;
     }
