@@ -330,10 +330,12 @@ async fn errors_are_classified() {
         "t".to_string().into(),
     ))
     .unwrap();
-    assert!(matches!(
-        gone.fetch(&["a".into()]).await,
-        Err(DamError::Transient(_))
-    ));
+    let refused = gone.fetch(&["a".into()]).await.unwrap_err();
+    assert!(refused.is_retriable(), "{refused:?}");
+    assert!(
+        std::error::Error::source(&refused).is_some(),
+        "the transport error is kept as the source: {refused:?}"
+    );
 
     // Cloudinary: a spent hourly budget waits until X-FeatureRateLimit-Reset.
     let sim = DamSim::start(DamSimConfig {

@@ -8,7 +8,12 @@ use std::time::Duration;
 pub enum AkeneoError {
     /// Connection refused, reset, DNS failure: the PIM may be back soon.
     #[error("cannot reach the PIM at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        url: String,
+        reason: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// No answer within the per-request timeout.
     #[error("the PIM did not answer within {0:?}")]
     Timeout(Duration),

@@ -371,6 +371,7 @@ impl Transport {
                 error: AkeneoError::Unreachable {
                     url: origin(&call.url),
                     reason: root_cause(&e),
+                    source: e,
                 },
                 retry_after: None,
             }),

@@ -101,7 +101,7 @@ pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
 
 /// Network-level failures (timeouts, refused connections, cut bodies) are worth a retry.
 pub(crate) fn transport_error(e: reqwest::Error) -> DamError {
-    DamError::Transient(format!("request failed: {e}"))
+    DamError::Network(e)
 }
 
 /// Maps a non-success status: 401/403 → Unauthorized, 429 (and Cloudinary's legacy 420) →
@@ -145,9 +145,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(resp: reqwest::Response) -> R
     if !status.is_success() {
         return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
     }
-    // A 2xx body that does not parse will not parse on retry either.
-    serde_json::from_slice(&bytes)
-        .map_err(|e| DamError::Permanent(format!("unexpected response body: {e}")))
+    serde_json::from_slice(&bytes).map_err(DamError::Body)
 }
 
 #[cfg(test)]

@@ -198,13 +198,22 @@ pub enum DamError {
     RateLimited { retry_after: Option<Duration> },
     #[error("DAM temporarily unavailable: {0}")]
     Transient(String),
+    /// Timeouts, refused connections, cut bodies: worth a retry.
+    #[error("DAM temporarily unavailable: request failed: {0}")]
+    Network(#[source] reqwest::Error),
     #[error("DAM request failed: {0}")]
     Permanent(String),
+    /// A 2xx body that does not parse will not parse on retry either.
+    #[error("DAM request failed: unexpected response body: {0}")]
+    Body(#[source] serde_json::Error),
 }
 
 impl DamError {
     pub fn is_retriable(&self) -> bool {
-        matches!(self, DamError::RateLimited { .. } | DamError::Transient(_))
+        matches!(
+            self,
+            DamError::RateLimited { .. } | DamError::Transient(_) | DamError::Network(_)
+        )
     }
 }
 
