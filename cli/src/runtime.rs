@@ -414,8 +414,7 @@ pub async fn serve(path: &std::path::Path) -> Result<std::process::ExitCode, Fai
 mod tests {
     use akeneo_sim::{AkeneoSim, Faults, SimConfig};
     use dam_sim::{DamSim, DamSimConfig};
-    use serde_json::json;
-    use shared::dam::{ChangeKind, DamAsset, DamKind, Version};
+    use serde_json::{Value, json};
     use shared::queue::admin::QueueAdmin;
 
     use super::*;
@@ -423,91 +422,56 @@ mod tests {
     #[tokio::test]
     async fn each_retried_message_is_recorded_with_its_own_reason() {
         // The PIM answers 500 and the DAM 503 to every call.
-        let pim = AkeneoSim::start(SimConfig {
-            faults: Faults {
-                error_5xx_rate: 1.0,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let dam = DamSim::start(DamSimConfig {
-            faults: dam_sim::Faults {
-                down: true,
-                ..dam_sim::Faults::default()
-            },
-            ..DamSimConfig::default()
-        })
-        .await
-        .unwrap();
+        let pim = AkeneoSim::start(SimConfig::default()).await.unwrap();
+        pim.set_faults(Faults {
+            error_5xx_rate: 1.0,
+            ..Faults::default()
+        });
+        let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+        dam.set_faults(dam_sim::Faults {
+            down: true,
+            ..dam_sim::Faults::default()
+        });
         let dir = tempfile::tempdir().unwrap();
         let (client_id, client_secret, username, password) = pim.credentials();
-        std::fs::write(dir.path().join("mapping.toml"), dam_sim::PACKSHOT_MAPPING).unwrap();
-        let config = format!(
-            r#"
-[store]
-path = "state.db"
-
-[pim]
-base_url = "{pim_url}"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-username = "{username}"
-password = "{password}"
-max_attempts = 1
-
-[dam]
-kind = "generic"
-api_url = "{dam_url}"
-api_token = "{token}"
-webhook_secrets = ["{webhook_secret}"]
-
-[mapping]
-path = "mapping.toml"
-
-[poller]
-enabled = false
-
-[consumer]
-max_receives = 1
-retry_delay_ms = 1
-"#,
-            pim_url = pim.base_url(),
-            dam_url = dam.generic_base_url(),
-            token = dam.config().generic_token,
-            webhook_secret = dam.config().generic_webhook_secret,
+        let config = json!({
+            "store": { "path": "state.db" },
+            "pim": {
+                "base_url": pim.base_url(), "client_id": client_id,
+                "client_secret": client_secret, "username": username, "password": password,
+                "max_attempts": 1,
+            },
+            "dam": {
+                "kind": "generic", "api_url": dam.generic_base_url(),
+                "api_token": dam.config().generic_token,
+                "webhook_secrets": [dam.config().generic_webhook_secret],
+            },
+            "mapping": { "inline": dam_sim::PACKSHOT_MAPPING },
+            "poller": { "enabled": false },
+            "consumer": { "max_receives": 1, "retry_delay_ms": 1 },
+        });
+        let config = Config::from_parts(
+            serde_json::from_value(config).unwrap(),
+            dir.path().to_path_buf(),
         );
-        let path = dir.path().join("serve.toml");
-        std::fs::write(&path, config).unwrap();
-        let runtime = Runtime::build(&Config::load(&path).unwrap())
-            .map_err(|f| f.message)
-            .unwrap();
+        let runtime = Runtime::build(&config).map_err(|f| f.message).unwrap();
 
         // A thin event needs a DAM read; a full one goes straight to the PIM.
-        let thin = ChangeEvent {
-            dam: DamKind::Generic,
-            asset_id: "thin_1".into(),
-            kind: ChangeKind::Upsert,
-            version: None,
-            asset: None,
-            dedupe_key: "thin_1".into(),
-            received_at_ms: 1,
+        let event = |id: &str, asset: Value| -> ChangeEvent {
+            serde_json::from_value(json!({
+                "dam": "generic", "asset_id": id, "kind": "upsert", "version": null,
+                "asset": asset, "dedupe_key": id, "received_at_ms": 1,
+            }))
+            .unwrap()
         };
-        let full = ChangeEvent {
-            asset_id: "full_1".into(),
-            dedupe_key: "full_1".into(),
-            asset: Some(DamAsset {
-                dam: DamKind::Generic,
-                id: "full_1".into(),
-                version: Version {
-                    modified_at_ms: 1,
-                    seq: 0,
-                },
-                fields: json!({ "id": "full_1", "fields": { "title": "Full", "sku": "AB-1" } }),
+        let thin = event("thin_1", Value::Null);
+        let full = event(
+            "full_1",
+            json!({
+                "dam": "generic", "id": "full_1", "version": { "modified_at_ms": 1, "seq": 0 },
+                "fields": { "title": "Full", "sku": "AB-1" },
             }),
-            ..thin.clone()
-        };
+        );
         runtime.store.enqueue(&[thin, full]).await.unwrap();
         assert_eq!(runtime.consume_once().await.unwrap(), 2);
 

@@ -253,22 +253,17 @@ impl PimWriter for FakePim {
         assets
             .iter()
             .map(|a| {
+                let failure = |status, message: &str| ItemFailure {
+                    status: Some(status),
+                    message: message.into(),
+                    errors: vec![],
+                    retriable: status == 503,
+                    unknown_structure: false,
+                };
                 if refuse.contains(&a.code) {
-                    Err(ItemFailure {
-                        status: Some(422),
-                        message: "Property \"product_ref\" is invalid".into(),
-                        errors: vec![],
-                        retriable: false,
-                        unknown_structure: false,
-                    })
+                    Err(failure(422, "Property \"product_ref\" is invalid"))
                 } else if unavailable.contains(&a.code) {
-                    Err(ItemFailure {
-                        status: Some(503),
-                        message: "Service Unavailable".into(),
-                        errors: vec![],
-                        retriable: true,
-                        unknown_structure: false,
-                    })
+                    Err(failure(503, "Service Unavailable"))
                 } else {
                     Ok(Written::Created)
                 }
@@ -457,6 +452,7 @@ async fn a_failed_dead_letter_send_is_retried_instead() {
     };
     let out = h.consumer.process(vec![poison], later()).await;
     assert_eq!(out.retry_ids(), ["p"]);
+    assert!(out.retry[0].1.contains("throttled"), "{out:?}");
     assert!(out.dead_lettered.is_empty());
 }
 
