@@ -2,7 +2,7 @@
 //! (the Lambda's `IngestService` behind axum), the consumer loop on the SQLite queue and the
 //! poller schedule, all on one [`SqliteStore`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use embedded_store::{QueueSettings, SqliteStore};
-use shared::akeneo::{AkeneoClient, AkeneoError, Asset, FamilyStructure, ItemOutcome};
-use shared::consumer::{Consumer, InboundMessage, PimWriter};
+use shared::akeneo::AkeneoClient;
+use shared::consumer::{Consumer, InboundMessage};
 use shared::dam::ChangeEvent;
 use shared::dam::bynder::sns::ReqwestSnsClient;
 use shared::ingest::IngestService;
@@ -54,95 +54,6 @@ impl ChangeQueue for WakingQueue {
     }
 }
 
-/// The PIM client, remembering its last retriable failure so a message left for redelivery
-/// carries the reason into the dead-letter table and `dam-sync status`.
-struct RecordingPim {
-    client: Arc<AkeneoClient>,
-    last_failure: std::sync::Mutex<Option<String>>,
-}
-
-impl RecordingPim {
-    fn remember(&self, reason: String) {
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-    }
-
-    fn take(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-}
-
-#[async_trait]
-impl PimWriter for RecordingPim {
-    async fn structure(
-        &self,
-        family: &str,
-        deadline: Instant,
-    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
-        let result = self.client.structure(family, deadline).await;
-        if let Err(e) = &result {
-            self.remember(format!("reading family {family}: {e}"));
-        }
-        result
-    }
-
-    async fn forget_structure(&self, family: &str) {
-        PimWriter::forget_structure(&*self.client, family).await;
-    }
-
-    async fn create_options(
-        &self,
-        family: &str,
-        attribute: &str,
-        codes: &[String],
-        deadline: Instant,
-    ) -> Result<(), AkeneoError> {
-        let result = self
-            .client
-            .create_options(family, attribute, codes, deadline)
-            .await;
-        if let Err(e) = &result {
-            self.remember(format!("creating options of {family}.{attribute}: {e}"));
-        }
-        result
-    }
-
-    async fn upsert(&self, family: &str, assets: &[Asset], deadline: Instant) -> Vec<ItemOutcome> {
-        let outcomes = self.client.upsert(family, assets, deadline).await;
-        if let Some(Err(f)) = outcomes.iter().find(|o| matches!(o, Err(f) if f.retriable)) {
-            self.remember(format!("upserting to {family}: {}", f.reason()));
-        }
-        outcomes
-    }
-
-    async fn delete(&self, family: &str, code: &str, deadline: Instant) -> Result<(), AkeneoError> {
-        let result = PimWriter::delete(&*self.client, family, code, deadline).await;
-        if let Err(e) = &result {
-            self.remember(format!("deleting {family}/{code}: {e}"));
-        }
-        result
-    }
-
-    async fn upload_media(
-        &self,
-        file: shared::consumer::MediaFile,
-        deadline: Instant,
-    ) -> Result<String, AkeneoError> {
-        let name = file.file_name.clone();
-        let result = PimWriter::upload_media(&*self.client, file, deadline).await;
-        if let Err(e) = &result {
-            self.remember(format!("uploading media file {name}: {e}"));
-        }
-        result
-    }
-
-    fn call_counts(&self) -> Option<shared::akeneo::CallCounts> {
-        PimWriter::call_counts(&*self.client)
-    }
-}
-
 /// Everything `serve` runs, built from one configuration.
 pub struct Runtime {
     pub store: SqliteStore,
@@ -152,7 +63,6 @@ pub struct Runtime {
     pub ingest: IngestService,
     pub stats: LoopStats,
     mapping: Arc<Mapping>,
-    recording: Arc<RecordingPim>,
     wake: Arc<Notify>,
     batch_size: usize,
     batch_window: Duration,
@@ -195,14 +105,10 @@ impl Runtime {
             .map_err(|e| Failure::input(e.to_string()))?;
         // The batch must end well inside the visibility timeout, or it is delivered twice.
         tuning.safety_margin = tuning.safety_margin.min(visibility / 4);
-        let recording = Arc::new(RecordingPim {
-            client: pim.clone(),
-            last_failure: std::sync::Mutex::new(None),
-        });
         let consumer = Consumer::new(
             Arc::new(store.clone()),
             mapping.clone(),
-            recording.clone(),
+            pim.clone(),
             Arc::new(store.clone()),
         )
         .with_source(source.clone())
@@ -232,7 +138,6 @@ impl Runtime {
             ingest,
             stats: LoopStats::default(),
             mapping,
-            recording,
             wake,
             batch_size: raw.consumer.batch_size,
             batch_window: Duration::from_millis(raw.consumer.batch_window_ms),
@@ -274,46 +179,51 @@ impl Runtime {
                 body: m.body.clone(),
             })
             .collect();
-        self.recording.take();
         let outcome = self.consumer.process(messages, deadline).await;
-        let pim_failure = self.recording.take();
-        let retry: HashSet<&str> = outcome.retry.iter().map(String::as_str).collect();
-        let (mut again, mut done) = (Vec::new(), Vec::new());
+        let retry: HashMap<&str, &str> = outcome
+            .retry
+            .iter()
+            .map(|(id, reason)| (id.as_str(), reason.as_str()))
+            .collect();
+        // Messages to redeliver, grouped by why they failed.
+        let mut again: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+        let mut done = Vec::new();
         let mut most_receives = 1;
         for m in &received {
             let pair = (m.message_id.clone(), m.receipt.clone());
-            if retry.contains(m.message_id.as_str()) {
-                most_receives = most_receives.max(m.receive_count);
-                again.push(pair);
-            } else {
+            match retry.get(m.message_id.as_str()) {
+                Some(reason) => {
+                    most_receives = most_receives.max(m.receive_count);
+                    again.entry(reason).or_default().push(pair);
+                }
                 // Done or dead-lettered (already parked with its reason).
-                done.push(pair);
+                None => done.push(pair),
             }
         }
+        let retried: usize = again.values().map(Vec::len).sum();
         self.store.ack(done).await?;
         let s = &self.stats;
         s.batches.fetch_add(1, Ordering::Relaxed);
         s.messages
             .fetch_add(received.len() as u64, Ordering::Relaxed);
         s.synced.fetch_add(outcome.report.synced, Ordering::Relaxed);
-        s.retried.fetch_add(again.len() as u64, Ordering::Relaxed);
+        s.retried.fetch_add(retried as u64, Ordering::Relaxed);
         s.dead_lettered
             .fetch_add(outcome.dead_lettered.len() as u64, Ordering::Relaxed);
         for (id, reason) in &outcome.dead_lettered {
             self.note("consumer", &format!("message {id} dead-lettered: {reason}"))
                 .await;
         }
-        if !again.is_empty() {
-            let count = again.len();
-            // Backoff doubles per receive, capped by the visibility timeout.
-            let delay = self
-                .retry_delay
-                .saturating_mul(1 << (most_receives - 1).min(16))
-                .min(self.visibility);
-            let reason = pim_failure.unwrap_or_else(|| {
-                "retriable failure (DAM or state store unavailable; see the serve log)".into()
-            });
-            self.store.retry_later(again, reason.clone(), delay).await?;
+        // Backoff doubles per receive, capped by the visibility timeout.
+        let delay = self
+            .retry_delay
+            .saturating_mul(1 << (most_receives - 1).min(16))
+            .min(self.visibility);
+        for (reason, messages) in again {
+            let count = messages.len();
+            self.store
+                .retry_later(messages, reason.to_owned(), delay)
+                .await?;
             self.note(
                 "consumer",
                 &format!(
@@ -329,15 +239,15 @@ impl Runtime {
             stale = outcome.report.stale,
             retried = outcome.retry.len(),
             dead_lettered = outcome.dead_lettered.len(),
-            "batch processed"
+            "Batch processed."
         );
         Ok(received.len())
     }
 
     async fn note(&self, source: &str, message: &str) {
-        tracing::warn!(source, "{message}");
+        tracing::warn!(source, error = message, "Recorded for `dam-sync status`.");
         if let Err(e) = self.store.record_error(source, message).await {
-            tracing::warn!(error = %e, "could not record the error for `dam-sync status`");
+            tracing::warn!(error = %e, "Could not record the error for `dam-sync status`.");
         }
     }
 
@@ -354,7 +264,7 @@ impl Runtime {
                 enqueued = report.events_enqueued,
                 pages = report.pages,
                 stop = ?report.stop,
-                "poll finished"
+                "Poll finished."
             ),
             Err(e) => self.note("poller", &e.to_string()).await,
         }
@@ -500,4 +410,97 @@ pub async fn serve(path: &std::path::Path) -> Result<std::process::ExitCode, Fai
         .map_err(|e| Failure::runtime(format!("HTTP server failed: {e}")))?;
     println!("Stopped.");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use akeneo_sim::{AkeneoSim, Faults, SimConfig};
+    use dam_sim::{DamSim, DamSimConfig};
+    use serde_json::{Value, json};
+    use shared::queue::admin::QueueAdmin;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_retried_message_is_recorded_with_its_own_reason() {
+        // The PIM answers 500 and the DAM 503 to every call.
+        let pim = AkeneoSim::start(SimConfig::default()).await.unwrap();
+        pim.set_faults(Faults {
+            error_5xx_rate: 1.0,
+            ..Faults::default()
+        });
+        let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+        dam.set_faults(dam_sim::Faults {
+            down: true,
+            ..dam_sim::Faults::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (client_id, client_secret, username, password) = pim.credentials();
+        let config = json!({
+            "store": { "path": "state.db" },
+            "pim": {
+                "base_url": pim.base_url(), "client_id": client_id,
+                "client_secret": client_secret, "username": username, "password": password,
+                "max_attempts": 1,
+            },
+            "dam": {
+                "kind": "generic", "api_url": dam.generic_base_url(),
+                "api_token": dam.config().generic_token,
+                "webhook_secrets": [dam.config().generic_webhook_secret],
+            },
+            "mapping": { "inline": dam_sim::PACKSHOT_MAPPING },
+            "poller": { "enabled": false },
+            "consumer": { "max_receives": 1, "retry_delay_ms": 1 },
+        });
+        let config = Config::from_parts(
+            serde_json::from_value(config).unwrap(),
+            dir.path().to_path_buf(),
+        );
+        let runtime = Runtime::build(&config).map_err(|f| f.message).unwrap();
+
+        // A thin event needs a DAM read; a full one goes straight to the PIM.
+        let event = |id: &str, asset: Value| -> ChangeEvent {
+            serde_json::from_value(json!({
+                "dam": "generic", "asset_id": id, "kind": "upsert", "version": null,
+                "asset": asset, "dedupe_key": id, "received_at_ms": 1,
+            }))
+            .unwrap()
+        };
+        let thin = event("thin_1", Value::Null);
+        let full = event(
+            "full_1",
+            json!({
+                "dam": "generic", "id": "full_1", "version": { "modified_at_ms": 1, "seq": 0 },
+                "fields": { "title": "Full", "sku": "AB-1" },
+            }),
+        );
+        runtime.store.enqueue(&[thin, full]).await.unwrap();
+        assert_eq!(runtime.consume_once().await.unwrap(), 2);
+
+        // `dam-sync status` shows one line per reason.
+        let errors = runtime.store.recent_errors(10).await.unwrap();
+        let notes: Vec<&str> = errors.iter().map(|(_, _, m)| m.as_str()).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .all(|n| n.starts_with("1 of 2 messages left for redelivery")),
+            "{notes:?}"
+        );
+        let is_dam = |reason: &str| reason.contains("DAM temporarily unavailable");
+        let is_pim = |reason: &str| reason.contains("the PIM answered 500");
+        assert_eq!(notes.iter().filter(|n| is_dam(n)).count(), 1, "{notes:?}");
+        assert_eq!(notes.iter().filter(|n| is_pim(n)).count(), 1, "{notes:?}");
+
+        // A message that never passes takes its own last error into the dead-letter table.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(runtime.store.receive(10).await.unwrap().is_empty());
+        let letters = runtime.store.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 2, "{letters:?}");
+        for letter in &letters {
+            let thin = letter.body.contains("thin_1");
+            assert_eq!(is_dam(&letter.reason), thin, "{letter:?}");
+            assert_eq!(is_pim(&letter.reason), !thin, "{letter:?}");
+        }
+    }
 }

@@ -498,8 +498,6 @@ pub fn init_logging() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     #[test]
@@ -557,25 +555,10 @@ mod tests {
         assert_eq!(log_filter(|_| None).to_string(), "info");
     }
 
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn log_lines_flatten_span_fields_into_the_lambda_shape() {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let subscriber = subscriber(EnvFilter::new("info"), move || out.clone());
-        tracing::subscriber::with_default(subscriber, || {
+        let logs = crate::consumer::test_logs::capture();
+        {
             let invoke = tracing::info_span!("Lambda runtime invoke", requestId = "req-1");
             let _i = invoke.enter();
             let asset = tracing::info_span!(
@@ -589,8 +572,8 @@ mod tests {
             asset.record("outcome", "synced");
             tracing::info!(messages = 2, "Asset processed.");
             tracing::debug!("not at info");
-        });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        }
+        let text = logs.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let line: Value = serde_json::from_str(lines[0]).unwrap();

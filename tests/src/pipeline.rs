@@ -278,7 +278,7 @@ pub async fn backfill_into_pim(
                 pending = outcome
                     .retry
                     .into_iter()
-                    .filter_map(|id| {
+                    .filter_map(|(id, _reason)| {
                         bodies.get(&id).map(|b| InboundMessage {
                             id,
                             body: b.clone(),

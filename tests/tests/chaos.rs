@@ -354,7 +354,7 @@ async fn chaos(backend: Backend) {
                     crashed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let retry: BTreeSet<&String> = out.retry.iter().collect();
+                let retry: BTreeSet<&String> = out.retry.iter().map(|(id, _)| id).collect();
                 let done: Vec<String> = ids.into_iter().filter(|id| !retry.contains(id)).collect();
                 work.ack(&done).await;
             }

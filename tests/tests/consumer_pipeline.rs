@@ -326,7 +326,7 @@ async fn a_deadline_near_its_end_reports_the_unsent_messages() {
         .consumer
         .process(messages(&[full(one.clone()), full(two)]), deadline)
         .await;
-    assert_eq!(out.retry, ["msg-1"], "{out:?}");
+    assert_eq!(out.retry_ids(), ["msg-1"], "{out:?}");
     assert_eq!(out.report.skipped_unchanged, 1, "needs no PIM call: done");
     assert_eq!(w.patches(), patches);
     assert_eq!(alt_text(&w.pim_asset(&id(2)).unwrap()), "Before");
@@ -540,7 +540,7 @@ async fn a_dam_file_outage_is_retried_not_dead_lettered() {
         ..dam_sim::Faults::default()
     });
     let out = w.run(&[thin(&id(1))]).await;
-    assert_eq!(out.retry, ["msg-0"], "{out:?}");
+    assert_eq!(out.retry_ids(), ["msg-0"], "{out:?}");
     assert!(w.pim_asset(&id(1)).is_none());
     w.dam.set_faults(dam_sim::Faults::default());
     let out = w.run(&[thin(&id(1))]).await;

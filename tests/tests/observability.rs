@@ -42,7 +42,7 @@ fn metric_names(doc: &Value) -> Vec<String> {
 #[test]
 fn a_consumer_batch_is_one_valid_document_with_every_counter() {
     let outcome = BatchOutcome {
-        retry: vec!["m3".into()],
+        retry: vec![("m3".into(), "DAM temporarily unavailable".into())],
         dead_lettered: vec![("m4".into(), "422".into())],
         report: Report {
             messages: 6,

@@ -60,7 +60,7 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str, consumer: &Consumer) 
         }
         inbound = retry
             .into_iter()
-            .map(|id| InboundMessage {
+            .map(|(id, _reason)| InboundMessage {
                 body: bodies[&id].clone(),
                 id,
             })

@@ -99,7 +99,7 @@ pub fn to_response(outcome: &BatchOutcome) -> SqsBatchResponse {
     response.batch_item_failures = outcome
         .retry
         .iter()
-        .map(|id| {
+        .map(|(id, _reason)| {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id.clone();
             failure
@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn only_retried_messages_are_batch_item_failures() {
         let outcome = BatchOutcome {
-            retry: vec!["a".into(), "c".into()],
+            retry: vec![
+                ("a".into(), "DAM temporarily unavailable".into()),
+                ("c".into(), "the PIM answered 503".into()),
+            ],
             dead_lettered: vec![("b".into(), "poison".into())],
             ..BatchOutcome::default()
         };

@@ -3,7 +3,8 @@
 //! A module per role: `config` (settings and limits), `auth` (OAuth tokens), `transport`
 //! (pacing and retries), `client` (authenticated calls, structure), `assets` (bulk upsert,
 //! list, delete), `media` (uploads, options), `structure` (the structure cache port),
-//! `model` (JSON shapes), `error` (the boundary's error type).
+//! `model` (JSON shapes), `error` (the boundary's error type), `ports` (the client as the
+//! adapter of the consumer's and the sweep's PIM ports).
 
 mod assets;
 mod auth;
@@ -12,6 +13,7 @@ pub mod config;
 mod error;
 mod media;
 pub mod model;
+mod ports;
 pub mod structure;
 mod transport;
 

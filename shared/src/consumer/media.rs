@@ -1,14 +1,14 @@
-//! Downloading the DAM files that `media_file` values upload into Akeneo.
-//!
-//! The port is [`MediaSource`]; [`HttpMedia`] fetches a rendition URL over HTTP(S), streamed
-//! chunk by chunk and refused as soon as it passes the size limit, so a huge or endless body
-//! never sits whole in memory.
+//! The `media_file` values: the files downloaded from the DAM (port [`super::MediaSource`])
+//! and uploaded into Akeneo, and the pipeline step that transfers them.
 
-use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use reqwest::StatusCode;
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+use futures::StreamExt;
 use tokio::time::Instant;
-use url::Url;
+
+use super::Consumer;
+use super::batch::{Batch, Fate, Pending, TOO_LATE, pim_fate};
 
 /// A downloaded file, ready for the PIM's media upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,181 +36,81 @@ impl MediaError {
     }
 }
 
-/// Where the consumer gets the bytes of a `media_file` value.
-#[async_trait]
-pub trait MediaSource: Send + Sync {
-    /// Downloads `url`, refusing bodies over `max_bytes`; gives up at `deadline`.
-    async fn download(
+impl Consumer {
+    /// Downloads and uploads the media files the assets need and puts the returned codes into
+    /// their values. A file whose source URL already has a code (stored from an earlier write,
+    /// or shared with another asset of the batch) is not transferred again. Assets whose files
+    /// could not be transferred are settled and dropped.
+    pub(super) async fn upload_media(
         &self,
-        url: &str,
-        max_bytes: u64,
-        deadline: Instant,
-    ) -> Result<MediaFile, MediaError>;
-}
-
-/// Plain HTTP(S) downloads of public rendition URLs (Cloudinary `secure_url`, Bynder
-/// derivatives, a generic DAM's file URL).
-#[derive(Debug, Clone)]
-pub struct HttpMedia {
-    client: Result<reqwest::Client, String>,
-}
-
-impl Default for HttpMedia {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl HttpMedia {
-    pub fn new() -> Self {
-        // A client that cannot be built (no TLS roots) fails each download with the reason
-        // rather than the whole consumer at start: only media_file values need it.
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| format!("HTTP client for media downloads: {e}"));
-        Self { client }
-    }
-}
-
-#[async_trait]
-impl MediaSource for HttpMedia {
-    async fn download(
-        &self,
-        url: &str,
-        max_bytes: u64,
-        deadline: Instant,
-    ) -> Result<MediaFile, MediaError> {
-        let permanent = |reason: String| MediaError::Permanent {
-            url: url.to_string(),
-            reason,
-        };
-        let transient = |reason: String| MediaError::Transient {
-            url: url.to_string(),
-            reason,
-        };
-        let parsed = Url::parse(url).map_err(|e| permanent(format!("not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(permanent(format!(
-                "scheme `{}` is not downloadable, expected http or https",
-                parsed.scheme()
-            )));
-        }
-        let client = self.client.as_ref().map_err(|e| transient(e.clone()))?;
-        let work = async {
-            let mut response = client
-                .get(parsed.clone())
-                .send()
-                .await
-                .map_err(|e| transient(e.to_string()))?;
-            let status = response.status();
-            if !status.is_success() {
-                let reason = format!("the server answered {status}");
-                return Err(
-                    if status == StatusCode::REQUEST_TIMEOUT
-                        || status == StatusCode::TOO_MANY_REQUESTS
-                        || status.is_server_error()
-                    {
-                        transient(reason)
-                    } else {
-                        permanent(reason)
-                    },
-                );
-            }
-            let too_big = |n: u64| {
-                permanent(format!(
-                    "the file has {n} bytes or more, over the {max_bytes}-byte limit"
-                ))
-            };
-            if let Some(len) = response.content_length()
-                && len > max_bytes
-            {
-                return Err(too_big(len));
-            }
-            let mime = response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            let mut body = BytesMut::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transient(e.to_string()))?
-            {
-                if (body.len() + chunk.len()) as u64 > max_bytes {
-                    return Err(too_big((body.len() + chunk.len()) as u64));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(MediaFile {
-                file_name: file_name(&parsed),
-                mime,
-                bytes: body.freeze(),
+        batch: &mut Batch,
+        items: Vec<Pending>,
+    ) -> Vec<Pending> {
+        let needed: BTreeSet<String> = items
+            .iter()
+            .flat_map(|p| {
+                p.mapped
+                    .uploads
+                    .iter()
+                    .filter(|u| !p.media.contains_key(&u.source_url))
+                    .map(|u| u.source_url.clone())
             })
-        };
-        tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| transient("deadline reached".into()))?
-    }
-}
-
-/// The URL's last path segment, percent-decoded, with characters a file name should not carry
-/// replaced; `file` when there is none.
-fn file_name(url: &Url) -> String {
-    let last = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .unwrap_or_default();
-    let decoded = percent_decode(last);
-    let cleaned: String = decoded
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
+            .collect();
+        let (cutoff, deadline) = (batch.cutoff, batch.deadline);
+        let max_bytes = self.settings.max_media_bytes;
+        let transferred: HashMap<String, Result<String, Fate>> = futures::stream::iter(needed)
+            .map(|url| async move {
+                if Instant::now() >= cutoff {
+                    return (url, Err(Fate::Retry(TOO_LATE.into())));
+                }
+                let file = match self.media.download(&url, max_bytes, cutoff).await {
+                    Ok(file) => file,
+                    Err(e) if e.is_retriable() => return (url, Err(Fate::Retry(e.to_string()))),
+                    Err(e) => return (url, Err(Fate::Dead(e.to_string()))),
+                };
+                let code = self
+                    .pim
+                    .upload_media(file, deadline)
+                    .await
+                    .map_err(|e| pim_fate(&e));
+                (url, code)
+            })
+            .buffer_unordered(self.settings.media_in_flight.max(1))
+            .collect()
+            .await;
+        batch.media_uploaded += transferred.values().filter(|r| r.is_ok()).count() as u64;
+        let mut kept = Vec::with_capacity(items.len());
+        'items: for mut p in items {
+            for upload in std::mem::take(&mut p.mapped.uploads) {
+                let code = match p.media.get(&upload.source_url) {
+                    Some(code) => code.clone(),
+                    None => match transferred.get(&upload.source_url) {
+                        Some(Ok(code)) => {
+                            p.media.insert(upload.source_url.clone(), code.clone());
+                            code.clone()
+                        }
+                        Some(Err(fate)) => {
+                            let fate = match fate {
+                                Fate::Dead(why) => Fate::Dead(format!(
+                                    "media_file attribute `{}`: {why}",
+                                    upload.attribute
+                                )),
+                                other => other.clone(),
+                            };
+                            batch.settle(p.idx, fate);
+                            continue 'items;
+                        }
+                        None => {
+                            batch.settle(p.idx, Fate::Retry("media file not transferred".into()));
+                            continue 'items;
+                        }
+                    },
+                };
+                p.mapped.complete_upload(&upload, code);
+                p.mapped.uploads.push(upload);
             }
-        })
-        .collect();
-    if cleaned.trim_matches(['.', '_']).is_empty() {
-        "file".into()
-    } else {
-        cleaned
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("n={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_come_from_the_last_path_segment() {
-        let name = |u: &str| file_name(&Url::parse(u).unwrap());
-        assert_eq!(
-            name("https://cdn.example/a/b/shoe%20red.jpg?x=1"),
-            "shoe_red.jpg"
-        );
-        assert_eq!(name("https://cdn.example/v1/x+y.png"), "x_y.png");
-        assert_eq!(name("https://cdn.example/"), "file");
-        assert_eq!(name("https://cdn.example/a/..."), "file");
-    }
-
-    #[tokio::test]
-    async fn only_http_urls_are_downloaded() {
-        let media = HttpMedia::new();
-        let later = Instant::now() + std::time::Duration::from_secs(5);
-        for url in ["file:///etc/passwd", "not a url", "ftp://host/x.jpg"] {
-            let error = media.download(url, 10, later).await.unwrap_err();
-            assert!(!error.is_retriable(), "{url}: {error}");
+            kept.push(p);
         }
+        kept
     }
 }

@@ -16,7 +16,8 @@ use crate::dam::{
     Version,
 };
 use crate::queue::dlq::MemoryDeadLetters;
-use crate::store::{AssetStateStore, MemoryStore, is_newer};
+use crate::store::{AssetState, AssetStateStore, MemoryStore, is_newer};
+use crate::time::now_ms;
 
 const MAPPING: &str = r#"
 [settings]
@@ -184,16 +185,39 @@ impl AssetSource for FakeDam {
     }
 }
 
-#[derive(Default)]
 struct FakePim {
+    /// What the PIM answers for every family.
+    structure: FamilyStructure,
     /// Codes the PIM answers 422 for.
     refuse: Mutex<Vec<String>>,
+    /// Codes the PIM answers 503 for.
+    unavailable: Mutex<Vec<String>>,
     upserts: Mutex<Vec<Vec<Asset>>>,
     /// (family, code) per upsert item.
     families: Mutex<Vec<(String, String)>>,
     deletes: Mutex<Vec<String>>,
     /// (file name, bytes) per upload.
     uploads: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl Default for FakePim {
+    fn default() -> Self {
+        Self::with_structure(structure())
+    }
+}
+
+impl FakePim {
+    fn with_structure(structure: FamilyStructure) -> Self {
+        Self {
+            structure,
+            refuse: Mutex::default(),
+            unavailable: Mutex::default(),
+            upserts: Mutex::default(),
+            families: Mutex::default(),
+            deletes: Mutex::default(),
+            uploads: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -203,7 +227,7 @@ impl PimWriter for FakePim {
         _family: &str,
         _deadline: Instant,
     ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
-        Ok(Some(Arc::new(structure())))
+        Ok(Some(Arc::new(self.structure.clone())))
     }
 
     async fn forget_structure(&self, _family: &str) {}
@@ -225,17 +249,21 @@ impl PimWriter for FakePim {
             .unwrap()
             .extend(assets.iter().map(|a| (family.to_string(), a.code.clone())));
         let refuse = self.refuse.lock().unwrap();
+        let unavailable = self.unavailable.lock().unwrap();
         assets
             .iter()
             .map(|a| {
+                let failure = |status, message: &str| ItemFailure {
+                    status: Some(status),
+                    message: message.into(),
+                    errors: vec![],
+                    retriable: status == 503,
+                    unknown_structure: false,
+                };
                 if refuse.contains(&a.code) {
-                    Err(ItemFailure {
-                        status: Some(422),
-                        message: "Property \"product_ref\" is invalid".into(),
-                        errors: vec![],
-                        retriable: false,
-                        unknown_structure: false,
-                    })
+                    Err(failure(422, "Property \"product_ref\" is invalid"))
+                } else if unavailable.contains(&a.code) {
+                    Err(failure(503, "Service Unavailable"))
                 } else {
                     Ok(Written::Created)
                 }
@@ -423,7 +451,8 @@ async fn a_failed_dead_letter_send_is_retried_instead() {
         body: "[]".into(),
     };
     let out = h.consumer.process(vec![poison], later()).await;
-    assert_eq!(out.retry, ["p"]);
+    assert_eq!(out.retry_ids(), ["p"]);
+    assert!(out.retry[0].1.contains("throttled"), "{out:?}");
     assert!(out.dead_lettered.is_empty());
 }
 
@@ -437,8 +466,41 @@ async fn a_dam_outage_retries_the_messages_it_touches() {
         .consumer
         .process(vec![message(0, &thin("a", 1)), message(1, &full)], later())
         .await;
-    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(out.retry_ids(), ["m0"]);
     assert_eq!(out.report.synced, 1, "the full event needs no DAM read");
+}
+
+#[tokio::test]
+async fn each_retried_message_carries_its_own_reason() {
+    let h = harness();
+    *h.dam.down.lock().unwrap() = true;
+    h.pim.unavailable.lock().unwrap().push("b".into());
+    let mut full = thin("b", 1);
+    full.asset = Some(dam_asset("b", 1, "AB-2"));
+    let out = h
+        .consumer
+        .process(
+            vec![
+                message(0, &thin("a", 1)),
+                message(1, &full),
+                message(2, &full),
+            ],
+            later(),
+        )
+        .await;
+    assert_eq!(out.retry_ids(), ["m0", "m1", "m2"], "{out:?}");
+    let reasons: HashMap<&str, &str> = out
+        .retry
+        .iter()
+        .map(|(id, reason)| (id.as_str(), reason.as_str()))
+        .collect();
+    assert!(reasons["m0"].contains("503"), "{reasons:?}");
+    assert!(reasons["m1"].contains("Service Unavailable"), "{reasons:?}");
+    assert_ne!(reasons["m0"], reasons["m1"]);
+    assert_eq!(
+        reasons["m1"], reasons["m2"],
+        "an asset's messages share its reason"
+    );
 }
 
 #[tokio::test]
@@ -452,7 +514,7 @@ async fn an_expired_deadline_starts_no_call_and_retries_everything() {
             Instant::now() + Duration::from_secs(1),
         )
         .await;
-    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(out.retry_ids(), ["m0"]);
     assert_eq!(*h.dam.fetches.lock().unwrap(), 0);
     assert_eq!(h.upsert_calls(), 0);
 }
@@ -502,7 +564,7 @@ async fn a_lagging_dam_read_is_retried_not_applied() {
         .consumer
         .process(vec![message(0, &thin("a", 2))], later())
         .await;
-    assert_eq!(out.retry, ["m0"]);
+    assert_eq!(out.retry_ids(), ["m0"]);
     assert_eq!(h.upsert_calls(), 0);
 }
 
@@ -587,39 +649,6 @@ fn media_structure() -> FamilyStructure {
     .unwrap()
 }
 
-/// A PIM whose packshot family has a media_file attribute.
-struct MediaPim(FakePim);
-
-#[async_trait]
-impl PimWriter for MediaPim {
-    async fn structure(
-        &self,
-        _family: &str,
-        _deadline: Instant,
-    ) -> Result<Option<Arc<FamilyStructure>>, AkeneoError> {
-        Ok(Some(Arc::new(media_structure())))
-    }
-    async fn forget_structure(&self, _family: &str) {}
-    async fn create_options(
-        &self,
-        _: &str,
-        _: &str,
-        _: &[String],
-        _: Instant,
-    ) -> Result<(), AkeneoError> {
-        Ok(())
-    }
-    async fn upsert(&self, family: &str, assets: &[Asset], d: Instant) -> Vec<ItemOutcome> {
-        self.0.upsert(family, assets, d).await
-    }
-    async fn delete(&self, family: &str, code: &str, d: Instant) -> Result<(), AkeneoError> {
-        self.0.delete(family, code, d).await
-    }
-    async fn upload_media(&self, file: MediaFile, d: Instant) -> Result<String, AkeneoError> {
-        self.0.upload_media(file, d).await
-    }
-}
-
 fn media_asset(id: &str, version: i64, sku: &str, file: &str) -> DamAsset {
     DamAsset {
         dam: DamKind::Generic,
@@ -631,7 +660,7 @@ fn media_asset(id: &str, version: i64, sku: &str, file: &str) -> DamAsset {
 
 struct MediaHarness {
     dam: Arc<FakeDam>,
-    pim: Arc<MediaPim>,
+    pim: Arc<FakePim>,
     files: Arc<FakeFiles>,
     store: Arc<MemoryStore>,
     consumer: Consumer,
@@ -639,7 +668,8 @@ struct MediaHarness {
 
 fn media_harness() -> MediaHarness {
     let dam = Arc::new(FakeDam::default());
-    let pim = Arc::new(MediaPim(FakePim::default()));
+    // A PIM whose packshot family has a media_file attribute.
+    let pim = Arc::new(FakePim::with_structure(media_structure()));
     let files = Arc::new(FakeFiles::default());
     let store = Arc::new(MemoryStore::new());
     let consumer = Consumer::new(
@@ -677,7 +707,7 @@ impl MediaHarness {
     }
 
     fn last_written(&self) -> Asset {
-        self.pim.0.upserts.lock().unwrap().last().unwrap()[0].clone()
+        self.pim.upserts.lock().unwrap().last().unwrap()[0].clone()
     }
 }
 
@@ -693,7 +723,7 @@ async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
     assert_eq!(out.report.synced, 1, "{out:?}");
     assert_eq!(out.report.media_uploaded, 1);
     assert_eq!(
-        *h.pim.0.uploads.lock().unwrap(),
+        *h.pim.uploads.lock().unwrap(),
         [("a-1.jpg".to_string(), b"first file".to_vec())]
     );
     let written = h.last_written();
@@ -745,14 +775,14 @@ async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
 
     // Same content, newer version: no download, no upload, no PATCH.
     h.put(media_asset("a", 4, "AB-2", "https://cdn/a-2.jpg"));
-    let patches = h.pim.0.upserts.lock().unwrap().len();
+    let patches = h.pim.upserts.lock().unwrap().len();
     let out = h
         .consumer
         .process(vec![message(3, &thin("a", 4))], later())
         .await;
     assert_eq!(out.report.skipped_unchanged, 1, "{out:?}");
     assert_eq!(*h.files.downloads.lock().unwrap(), 2);
-    assert_eq!(h.pim.0.upserts.lock().unwrap().len(), patches);
+    assert_eq!(h.pim.upserts.lock().unwrap().len(), patches);
 }
 
 #[tokio::test]
@@ -775,7 +805,7 @@ async fn assets_sharing_a_file_share_one_upload_and_a_missing_file_is_dead_lette
         .await;
     assert_eq!(out.report.synced, 2, "{out:?}");
     assert_eq!(out.report.media_uploaded, 1);
-    assert_eq!(h.pim.0.uploads.lock().unwrap().len(), 1);
+    assert_eq!(h.pim.uploads.lock().unwrap().len(), 1);
     assert_eq!(out.dead_lettered.len(), 1);
     let (id, reason) = &out.dead_lettered[0];
     assert_eq!(id, "m2");
@@ -1017,32 +1047,13 @@ async fn an_unsent_dead_letter_is_not_counted_as_sent() {
     assert_eq!(out.report.dead_letters_sent, 0);
 }
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
     let h = harness();
     h.put(dam_asset("good", 1, "AB-1"));
     h.put(dam_asset("bad", 1, "AB-2"));
     h.pim.refuse.lock().unwrap().push("bad".into());
-    let buffer = LogBuffer::default();
-    let writer = buffer.clone();
-    let subscriber =
-        crate::observability::subscriber(tracing_subscriber::EnvFilter::new("info"), move || {
-            writer.clone()
-        });
-    let _default = tracing::subscriber::set_default(subscriber);
+    let logs = super::test_logs::capture();
     let poison = InboundMessage {
         id: "p".into(),
         body: "[]".into(),
@@ -1058,11 +1069,8 @@ async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
             later(),
         )
         .await;
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let text = logs.text();
+    let lines = logs.lines();
     let about = |id: &str| -> Vec<&serde_json::Value> {
         lines.iter().filter(|l| l["dam_id"] == id).collect()
     };
@@ -1119,7 +1127,7 @@ async fn an_asset_another_invocation_is_applying_is_left_for_redelivery() {
             later(),
         )
         .await;
-    assert_eq!(out.retry, ["m0"], "{out:?}");
+    assert_eq!(out.retry_ids(), ["m0"], "{out:?}");
     assert_eq!(out.report.synced, 1);
     // Our own leases are released: the next batch may take them.
     assert!(

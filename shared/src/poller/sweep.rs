@@ -27,7 +27,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::akeneo::{AkeneoClient, AkeneoError};
+use crate::akeneo::AkeneoError;
 use crate::dam::{AssetSource, ChangeEvent, ChangeKind, DamError, DamKind, Fetched};
 use crate::mapping::{DeletePolicy, Mapping};
 use crate::queue::{ChangeQueue, QueueError};
@@ -59,33 +59,6 @@ pub trait PimCodes: Send + Sync {
         from: Option<String>,
         deadline: tokio::time::Instant,
     ) -> BoxStream<'a, Result<CodePage, AkeneoError>>;
-}
-
-impl PimCodes for AkeneoClient {
-    fn codes<'a>(
-        &'a self,
-        family: &'a str,
-        from: Option<String>,
-        deadline: tokio::time::Instant,
-    ) -> BoxStream<'a, Result<CodePage, AkeneoError>> {
-        let start = match from {
-            None => Ok(self.assets_url(family)),
-            Some(u) => url::Url::parse(&u)
-                .map_err(|e| AkeneoError::Protocol(format!("saved sweep position {u:?}: {e}"))),
-        };
-        match start {
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-            Ok(url) => self
-                .asset_pages(url, deadline)
-                .map(|page| {
-                    page.map(|(items, next)| CodePage {
-                        codes: items.into_iter().map(|a| a.code).collect(),
-                        next: next.map(String::from),
-                    })
-                })
-                .boxed(),
-        }
-    }
 }
 
 /// The ports the sweep works through.

@@ -1,0 +1,159 @@
+//! Reading what the batch needs before deciding anything: the DAM's current assets, the
+//! applied states and the family structures.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Consumer;
+use super::batch::{Batch, Fate, TOO_LATE};
+use crate::akeneo::FamilyStructure;
+use crate::dam::{ChangeKind, DamKind, Fetched};
+use crate::store::AssetState;
+
+impl Consumer {
+    /// The current DAM state of every change: carried assets as they are, thin upserts
+    /// re-read from their DAM, deletions as `Gone`. `None` where the change is settled.
+    pub(super) async fn read_dam(&self, batch: &mut Batch) -> Vec<Option<Fetched>> {
+        let mut current: Vec<Option<Fetched>> = vec![None; batch.changes.len()];
+        let mut thin: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        for (idx, change) in batch.changes.iter().enumerate() {
+            match (&change.event.kind, &change.event.asset) {
+                (ChangeKind::Delete, _) => {
+                    current[idx] = Some(Fetched::Gone(change.asset_id.clone()));
+                }
+                (ChangeKind::Upsert, Some(asset)) => {
+                    current[idx] = Some(Fetched::Found(asset.clone()));
+                }
+                (ChangeKind::Upsert, None) => thin.entry(change.dam).or_default().push(idx),
+            }
+        }
+        for (dam, indices) in thin {
+            let Some(source) = self.sources.get(&dam) else {
+                for idx in indices {
+                    batch.settle(
+                        idx,
+                        Fate::Dead(format!("no DAM source configured for {dam:?}")),
+                    );
+                }
+                continue;
+            };
+            for chunk in indices.chunks(self.settings.fetch_batch.max(1)) {
+                if batch.too_late() {
+                    for &idx in chunk {
+                        batch.settle(idx, Fate::Retry(TOO_LATE.into()));
+                    }
+                    continue;
+                }
+                let ids: Vec<String> = chunk
+                    .iter()
+                    .map(|&i| batch.changes[i].asset_id.clone())
+                    .collect();
+                let result = tokio::time::timeout_at(batch.cutoff, source.fetch(&ids)).await;
+                let fetched = match result {
+                    Ok(Ok(f)) if f.len() == ids.len() => f,
+                    Ok(Ok(f)) => {
+                        let why = format!("DAM answered {} results for {} ids", f.len(), ids.len());
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(why.clone()));
+                        }
+                        continue;
+                    }
+                    // An unreachable or refusing DAM is infrastructure: redeliver, and let
+                    // the queue's redrive policy bound the attempts.
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, ?dam, "DAM fetch failed.");
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(error.to_string()));
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        for &idx in chunk {
+                            batch.settle(idx, Fate::Retry(TOO_LATE.into()));
+                        }
+                        continue;
+                    }
+                };
+                for (&idx, item) in chunk.iter().zip(fetched) {
+                    // The DAM may lag behind its own webhook (eventual consistency): an older
+                    // read than the event announced is retried, not applied.
+                    let lagging = match (&item, batch.changes[idx].event.version) {
+                        (Fetched::Found(asset), Some(hint)) => asset.version < hint,
+                        _ => false,
+                    };
+                    if lagging {
+                        batch.settle(
+                            idx,
+                            Fate::Retry("DAM returned an older version than the event".into()),
+                        );
+                        continue;
+                    }
+                    current[idx] = Some(item);
+                }
+            }
+        }
+        current
+    }
+
+    pub(super) async fn load_states(
+        &self,
+        batch: &mut Batch,
+    ) -> HashMap<(DamKind, String), AssetState> {
+        let mut by_dam: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        for idx in 0..batch.changes.len() {
+            if batch.open(idx) {
+                by_dam.entry(batch.changes[idx].dam).or_default().push(idx);
+            }
+        }
+        let mut states = HashMap::new();
+        for (dam, indices) in by_dam {
+            let ids: Vec<String> = indices
+                .iter()
+                .map(|&i| batch.changes[i].asset_id.clone())
+                .collect();
+            match self.store.get_many(dam, &ids).await {
+                Ok(found) => {
+                    states.extend(found.into_iter().map(|(id, s)| ((dam, id), s)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?dam, "State read failed.");
+                    for idx in indices {
+                        batch.settle(idx, Fate::Retry(error.to_string()));
+                    }
+                }
+            }
+        }
+        states
+    }
+
+    /// Structures of every family the mapping routes to (cached by the PIM adapter), and why
+    /// the ones that could not be read are missing.
+    pub(super) async fn load_structures(
+        &self,
+        batch: &Batch,
+    ) -> (
+        HashMap<String, Arc<FamilyStructure>>,
+        HashMap<String, String>,
+    ) {
+        let mut structures = HashMap::new();
+        let mut unavailable = HashMap::new();
+        for family in self.mapping.families() {
+            // Bounded by the cutoff: a cached structure is still served, but no PIM read
+            // starts in the safety margin.
+            match self.pim.structure(family, batch.cutoff).await {
+                Ok(Some(s)) => {
+                    structures.insert(family.to_string(), s);
+                }
+                // Unknown to the PIM: mapping reports such assets Invalid, which is right.
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, family, "Structure read failed.");
+                    if error.is_retriable() {
+                        unavailable.insert(family.to_string(), error.to_string());
+                    }
+                }
+            }
+        }
+        (structures, unavailable)
+    }
+}
