@@ -364,7 +364,7 @@ mod tests {
     use async_trait::async_trait;
 
     use crate::dam::{ChangeEvent, ChangeKind};
-    use crate::queue::MemoryChangeQueue;
+    use crate::testing::MemoryChangeQueue;
 
     /// Answers each verify with the next scripted result.
     struct Scripted(Mutex<Vec<Result<WebhookOutcome, WebhookError>>>);

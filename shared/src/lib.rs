@@ -5,6 +5,7 @@
 //! stay thin: they parse their trigger, call into this crate and map the outcome.
 
 pub mod akeneo;
+pub mod aws;
 pub mod consumer;
 pub mod dam;
 pub mod ingest;
@@ -14,4 +15,9 @@ pub mod poller;
 pub mod queue;
 pub mod secrets;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod time;
+
+/// An underlying error (SDK, SQLite, serde) that a boundary error keeps as its source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

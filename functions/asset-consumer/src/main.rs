@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::akeneo::{AkeneoClient, AkeneoConfig};
 use shared::consumer::{Consumer, ConsumerSettings};
 use shared::mapping::Mapping;
-use shared::queue::dlq::SqsDeadLetters;
+use shared::queue::sqs::SqsDeadLetters;
 use shared::secrets::SecretSettings;
 use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 

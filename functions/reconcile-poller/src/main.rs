@@ -196,9 +196,8 @@ async fn main() -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use shared::poller::MemorySource;
-    use shared::queue::MemoryChangeQueue;
-    use shared::store::{CursorStore, MemoryStore};
+    use shared::store::CursorStore;
+    use shared::testing::{MemoryChangeQueue, MemorySource, MemoryStore};
 
     use super::*;
 

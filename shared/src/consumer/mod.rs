@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::akeneo::{AkeneoError, CallCounts, FamilyStructure, ItemFailure};
 use crate::dam::{AssetSource, ChangeKind, DamAsset, DamKind, Fetched};
 use crate::mapping::{DeletePolicy, MapOutcome, MappedAsset, Mapping};
-use crate::queue::dlq::DeadLetters;
+use crate::queue::DeadLetters;
 use crate::store::{AssetState, AssetStateStore, LeaseStore, is_newer};
 use crate::time::now_ms;
 

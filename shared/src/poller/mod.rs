@@ -29,11 +29,9 @@ use crate::store::{
 };
 use crate::time::{duration_ms, epoch_ms, from_epoch_ms};
 
-mod memory;
 mod settings;
 mod sweep;
 
-pub use memory::MemorySource;
 pub use sweep::{CodePage, PimCodes, SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
 
 pub use settings::{PollerSettings, SettingsError};

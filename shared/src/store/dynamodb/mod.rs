@@ -7,29 +7,34 @@
 //! server-side "now". The endpoint comes from the SDK's standard configuration
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`), which is how tests reach moto.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::str::FromStr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 pub use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
 };
 
 use super::{
     Advance, Applied, AssetState, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore,
     StateError, expiry_seconds, is_expired, system_clock,
 };
+use crate::akeneo::StructureStore;
 use crate::akeneo::model::FamilyStructure;
-use crate::akeneo::{StoreError, StructureStore};
-use crate::dam::{DamKind, Version};
+use crate::aws::{self, HttpResponse, OperationError};
+use crate::dam::DamKind;
+
+mod items;
+
+use items::{
+    Item, SK_ASSET, SK_CURSOR, SK_LEASE, SK_STRUCTURE, asset_from_item, asset_pk, asset_to_item,
+    cursor_from_item, cursor_pk, distinct_chunks, family_pk, get_number, get_string, key, lease_pk,
+    number,
+};
 
 /// Environment variable naming the table (set by the infrastructure template).
 pub const TABLE_NAME_ENV: &str = "TABLE_NAME";
@@ -39,13 +44,6 @@ pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// BatchGetItem takes at most 100 keys per call.
 pub const MAX_BATCH_GET_KEYS: usize = 100;
-
-const SK_ASSET: &str = "state";
-const SK_STRUCTURE: &str = "structure";
-const SK_CURSOR: &str = "cursor";
-const SK_LEASE: &str = "lease";
-
-type Item = HashMap<String, AttributeValue>;
 
 /// How BatchGetItem's `UnprocessedKeys` are retried.
 #[derive(Debug, Clone, Copy)]
@@ -94,12 +92,17 @@ impl DynamoStore {
         }
     }
 
-    /// The table named by `TABLE_NAME`, with a client from the standard AWS configuration chain
-    /// (env, profile, Lambda role).
+    /// The table `table`, with a client from the process's one AWS configuration.
+    pub fn from_config(aws: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(aws), table)
+    }
+
+    /// The table named by `TABLE_NAME` in the process environment, with the AWS configuration
+    /// (env, profile, Lambda role) loaded for this client alone; a process building several
+    /// clients loads it once and calls [`Self::from_config`].
     pub async fn from_env() -> Result<Self, StateError> {
         let table = table_name(std::env::var(TABLE_NAME_ENV).ok())?;
-        let config = aws_config::load_from_env().await;
-        Ok(Self::new(Client::new(&config), table))
+        Ok(Self::from_config(&aws_config::load_from_env().await, table))
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -155,7 +158,7 @@ impl DynamoStore {
                 return Ok(());
             };
             if attempt >= self.batch_retry.max_attempts {
-                return Err(StateError::Transient(format!(
+                return Err(StateError::transient(format!(
                     "{} keys still unprocessed after {attempt} BatchGetItem calls",
                     rest.keys().len()
                 )));
@@ -247,7 +250,7 @@ impl CursorStore for DynamoStore {
         new: Cursor,
         expected_version: Option<u64>,
     ) -> Result<Advance, StateError> {
-        let version = expected_version.map_or(1, |v| v + 1);
+        let version = Cursor::next_version(expected_version);
         let mut item = key(cursor_pk(name), SK_CURSOR);
         item.insert("position_ms".into(), number(new.position_ms));
         if let Some(token) = new.page_token {
@@ -358,7 +361,7 @@ impl DynamoStructureStore {
 
 #[async_trait]
 impl StructureStore for DynamoStructureStore {
-    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StoreError> {
+    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StateError> {
         // Eventually consistent is enough for a cache, and half the price.
         let output = self
             .client
@@ -381,15 +384,16 @@ impl StructureStore for DynamoStructureStore {
             Err(error) => {
                 // Written by an older release with another shape: a miss, so the caller
                 // re-reads the PIM and overwrites it, instead of failing until the TTL.
-                tracing::warn!(family, %error, "cached family structure unreadable; ignoring");
+                tracing::warn!(family, %error, "Cached family structure unreadable; ignoring.");
                 Ok(None)
             }
         }
     }
 
-    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&*structure)
-            .map_err(|e| StateError::Permanent(format!("structure not serialisable: {e}")))?;
+    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError> {
+        let json = serde_json::to_string(&*structure).map_err(|e| {
+            StateError::caused_by(false, format!("structure not serialisable: {e}"), e)
+        })?;
         let mut item = key(family_pk(&structure.family.code), SK_STRUCTURE);
         item.insert("structure".into(), AttributeValue::S(json));
         item.insert(
@@ -406,7 +410,7 @@ impl StructureStore for DynamoStructureStore {
         Ok(())
     }
 
-    async fn invalidate(&self, family: &str) -> Result<(), StoreError> {
+    async fn invalidate(&self, family: &str) -> Result<(), StateError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -418,224 +422,20 @@ impl StructureStore for DynamoStructureStore {
     }
 }
 
-/// Creates the state table (on-demand, `pk`/`sk` strings) and enables TTL on `expires_at`.
-/// Idempotent: an existing table is kept, and TTL is only enabled when it is not already.
-pub async fn create_table(client: &Client, name: &str) -> Result<(), StateError> {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(build_error)
-    };
-    let key_element = |name: &str, key_type| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-            .map_err(build_error)
-    };
-    let created = client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PARTITION_KEY)?)
-        .attribute_definitions(attribute(SORT_KEY)?)
-        .key_schema(key_element(PARTITION_KEY, KeyType::Hash)?)
-        .key_schema(key_element(SORT_KEY, KeyType::Range)?)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(error) if error_code(&error) == Some("ResourceInUseException") => {}
-        Err(error) => return Err(classify(error)),
-    }
-    // UpdateTimeToLive needs an ACTIVE table; creation takes seconds on AWS.
-    client
-        .wait_until_table_exists()
-        .table_name(name)
-        .wait(Duration::from_secs(300))
-        .await
-        .map_err(|e| StateError::Transient(DisplayErrorContext(&e).to_string()))?;
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(name)
-        .send()
-        .await
-        .map_err(classify)?;
-    let status = ttl
-        .time_to_live_description()
-        .and_then(|d| d.time_to_live_status());
-    // Enabling twice is a ValidationException.
-    if !matches!(
-        status,
-        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-    ) {
-        let spec = TimeToLiveSpecification::builder()
-            .enabled(true)
-            .attribute_name(TTL_ATTRIBUTE)
-            .build()
-            .map_err(build_error)?;
-        client
-            .update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(spec)
-            .send()
-            .await
-            .map_err(classify)?;
-    }
-    Ok(())
-}
-
 /// The table name from the environment's value; unset or empty is a configuration error.
 fn table_name(value: Option<String>) -> Result<String, StateError> {
     value
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| StateError::Permanent(format!("{TABLE_NAME_ENV} is not set")))
+        .ok_or_else(|| StateError::permanent(format!("{TABLE_NAME_ENV} is not set")))
 }
 
-fn dam_from_name(name: &str) -> Result<DamKind, StateError> {
-    name.parse()
-        .map_err(|e| StateError::Permanent(format!("item: {e}")))
+pub(crate) fn build_error(error: aws_sdk_dynamodb::error::BuildError) -> StateError {
+    StateError::caused_by(false, error.to_string(), error)
 }
 
-fn asset_pk(dam: DamKind, id: &str) -> String {
-    format!("asset#{}#{id}", dam.as_str())
-}
-
-fn family_pk(code: &str) -> String {
-    format!("family#{code}")
-}
-
-fn cursor_pk(name: &str) -> String {
-    format!("cursor#{name}")
-}
-
-fn lease_pk(name: &str) -> String {
-    format!("lease#{name}")
-}
-
-fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([
-        (PARTITION_KEY.to_owned(), AttributeValue::S(pk)),
-        (SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned())),
-    ])
-}
-
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-/// Distinct ids in chunks of at most 100: BatchGetItem rejects both larger requests and
-/// duplicate keys (ValidationException).
-fn distinct_chunks(ids: &[String]) -> Vec<Vec<&str>> {
-    let mut seen = HashSet::new();
-    let distinct: Vec<&str> = ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| seen.insert(*id))
-        .collect();
-    distinct
-        .chunks(MAX_BATCH_GET_KEYS)
-        .map(<[&str]>::to_vec)
-        .collect()
-}
-
-fn asset_to_item(state: &AssetState) -> Item {
-    let mut item = key(asset_pk(state.dam, &state.asset_id), SK_ASSET);
-    let string = |v: &str| AttributeValue::S(v.to_owned());
-    item.insert("dam".into(), string(state.dam.as_str()));
-    item.insert("asset_id".into(), string(&state.asset_id));
-    item.insert(
-        "modified_at_ms".into(),
-        number(state.applied_version.modified_at_ms),
-    );
-    item.insert("seq".into(), number(state.applied_version.seq));
-    item.insert("content_hash".into(), string(&state.content_hash));
-    item.insert("family".into(), string(&state.family));
-    item.insert("pim_code".into(), string(&state.pim_code));
-    item.insert("updated_at_ms".into(), number(state.updated_at_ms));
-    if !state.media_files.is_empty() {
-        let files = state
-            .media_files
-            .iter()
-            .map(|(url, code)| (url.clone(), string(code)))
-            .collect();
-        item.insert("media_files".into(), AttributeValue::M(files));
-    }
-    item
-}
-
-fn asset_from_item(item: &Item) -> Result<AssetState, StateError> {
-    Ok(AssetState {
-        dam: dam_from_name(get_string(item, "dam")?)?,
-        asset_id: get_string(item, "asset_id")?.to_owned(),
-        applied_version: Version {
-            modified_at_ms: get_number(item, "modified_at_ms")?,
-            seq: get_number(item, "seq")?,
-        },
-        content_hash: get_string(item, "content_hash")?.to_owned(),
-        family: get_string(item, "family")?.to_owned(),
-        pim_code: get_string(item, "pim_code")?.to_owned(),
-        updated_at_ms: get_number(item, "updated_at_ms")?,
-        media_files: match item.get("media_files") {
-            None => BTreeMap::new(),
-            Some(AttributeValue::M(files)) => files
-                .iter()
-                .map(|(url, code)| match code {
-                    AttributeValue::S(code) => Ok((url.clone(), code.clone())),
-                    _ => Err(StateError::Permanent(format!(
-                        "asset state item: media_files[{url}] is not a string"
-                    ))),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => {
-                return Err(StateError::Permanent(
-                    "asset state item: media_files is not a map".into(),
-                ));
-            }
-        },
-    })
-}
-
-fn cursor_from_item(item: &Item) -> Result<Cursor, StateError> {
-    Ok(Cursor {
-        position_ms: get_number(item, "position_ms")?,
-        page_token: match item.get("page_token") {
-            None => None,
-            Some(_) => Some(get_string(item, "page_token")?.to_owned()),
-        },
-        version: get_number(item, "version")?,
-    })
-}
-
-fn get_string<'a>(item: &'a Item, name: &str) -> Result<&'a str, StateError> {
-    match item.get(name) {
-        Some(AttributeValue::S(value)) => Ok(value),
-        _ => Err(StateError::Permanent(format!(
-            "item attribute {name:?} missing or not a string"
-        ))),
-    }
-}
-
-fn get_number<T: FromStr>(item: &Item, name: &str) -> Result<T, StateError> {
-    match item.get(name) {
-        Some(AttributeValue::N(value)) => value.parse().map_err(|_| {
-            StateError::Permanent(format!("item attribute {name:?} out of range: {value}"))
-        }),
-        _ => Err(StateError::Permanent(format!(
-            "item attribute {name:?} missing or not a number"
-        ))),
-    }
-}
-
-fn build_error(error: aws_sdk_dynamodb::error::BuildError) -> StateError {
-    StateError::Permanent(error.to_string())
-}
-
-type HttpResponse = aws_sdk_dynamodb::config::http::HttpResponse;
-
-fn error_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Option<&str> {
+pub(crate) fn error_code<E: ProvideErrorMetadata>(
+    error: &SdkError<E, HttpResponse>,
+) -> Option<&str> {
     error.as_service_error().and_then(|e| e.code())
 }
 
@@ -643,70 +443,14 @@ fn is_condition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse
     error_code(error) == Some("ConditionalCheckFailedException")
 }
 
-fn classify<E>(error: SdkError<E, HttpResponse>) -> StateError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let message = DisplayErrorContext(&error).to_string();
-    let retriable = match &error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            is_retriable_service_error(code, service.raw().status().as_u16())
-        }
-        // The request could not be built: retrying builds the same one.
-        SdkError::ConstructionFailure(_) => false,
-        // Timeouts, connection failures, unreadable responses.
-        _ => true,
-    };
-    if retriable {
-        StateError::Transient(message)
-    } else {
-        StateError::Permanent(message)
-    }
-}
-
-/// DynamoDB's retriable error codes (after the SDK's own retries ran out) and any 5xx.
-fn is_retriable_service_error(code: &str, status: u16) -> bool {
-    const RETRIABLE: [&str; 5] = [
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "ThrottlingException",
-        "TransactionConflictException",
-        "LimitExceededException",
-    ];
-    code.contains("Throttl") || RETRIABLE.contains(&code) || status >= 500
+/// A failed DynamoDB call as the port's error, classified like every AWS call.
+pub(crate) fn classify<E: OperationError>(error: SdkError<E, HttpResponse>) -> StateError {
+    aws::port_error(error, StateError::caused_by)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn state() -> AssetState {
-        AssetState {
-            dam: DamKind::Bynder,
-            asset_id: "a#1".into(),
-            applied_version: Version {
-                modified_at_ms: 1_700_000_000_123,
-                seq: -2,
-            },
-            content_hash: "h".into(),
-            family: "packshot".into(),
-            pim_code: "bynder_a_1".into(),
-            updated_at_ms: 5,
-            media_files: BTreeMap::from([(
-                "https://cdn.example/a.jpg".into(),
-                "0/1/a_file.jpg".into(),
-            )]),
-        }
-    }
-
-    #[test]
-    fn asset_items_round_trip_and_are_keyed_by_dam_and_id() {
-        let item = asset_to_item(&state());
-        assert_eq!(item["pk"], AttributeValue::S("asset#bynder#a#1".into()));
-        assert_eq!(item["sk"], AttributeValue::S("state".into()));
-        assert_eq!(asset_from_item(&item).unwrap(), state());
-    }
 
     #[test]
     fn the_table_name_must_be_set() {
@@ -718,67 +462,5 @@ mod tests {
             table_name(Some("dam-sync-state".into())).unwrap(),
             "dam-sync-state"
         );
-    }
-
-    #[test]
-    fn dam_names_round_trip() {
-        for dam in [DamKind::Cloudinary, DamKind::Bynder, DamKind::Generic] {
-            assert_eq!(dam_from_name(dam.as_str()).unwrap(), dam);
-        }
-        assert!(dam_from_name("x").is_err());
-    }
-
-    #[test]
-    fn corrupt_items_are_permanent_errors() {
-        let mut item = asset_to_item(&state());
-        item.insert("seq".into(), AttributeValue::S("1".into()));
-        assert!(matches!(
-            asset_from_item(&item),
-            Err(StateError::Permanent(_))
-        ));
-        let mut cursor = key(cursor_pk("c"), SK_CURSOR);
-        cursor.insert("position_ms".into(), number(1));
-        cursor.insert("version".into(), number(-1));
-        assert!(matches!(
-            cursor_from_item(&cursor),
-            Err(StateError::Permanent(_))
-        ));
-        cursor.insert("version".into(), number(3));
-        assert_eq!(
-            cursor_from_item(&cursor).unwrap(),
-            Cursor {
-                position_ms: 1,
-                page_token: None,
-                version: 3
-            }
-        );
-    }
-
-    #[test]
-    fn chunks_hold_at_most_100_distinct_ids() {
-        let mut ids: Vec<String> = (0..250).map(|i| format!("id{i}")).collect();
-        ids.extend(ids.clone());
-        let chunks = distinct_chunks(&ids);
-        let sizes: Vec<_> = chunks.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [100, 100, 50]);
-        assert_eq!(chunks[2][49], "id249");
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_retriable_validation_is_not() {
-        assert!(is_retriable_service_error(
-            "ProvisionedThroughputExceededException",
-            400
-        ));
-        assert!(is_retriable_service_error("ThrottlingException", 400));
-        assert!(is_retriable_service_error("RequestLimitExceeded", 400));
-        assert!(is_retriable_service_error("InternalServerError", 500));
-        assert!(is_retriable_service_error("", 503));
-        assert!(!is_retriable_service_error("ValidationException", 400));
-        assert!(!is_retriable_service_error(
-            "ResourceNotFoundException",
-            400
-        ));
-        assert!(!is_retriable_service_error("AccessDeniedException", 400));
     }
 }
