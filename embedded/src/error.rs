@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
+use shared::ErrorVariant;
 use shared::queue::QueueError;
 use shared::store::StateError;
 
@@ -38,6 +39,17 @@ impl DbError {
             DbError::Task(e) => format!("store task failed: {e}"),
         }
     }
+
+    /// This error as a port's (`Busy` as its transient variant), keeping it as the source.
+    fn into_port<T>(self, transient: ErrorVariant<T>, permanent: ErrorVariant<T>) -> T {
+        shared::port_error(
+            self.is_retriable(),
+            self.detail(),
+            self,
+            transient,
+            permanent,
+        )
+    }
 }
 
 impl From<rusqlite::Error> for DbError {
@@ -62,13 +74,13 @@ impl From<serde_json::Error> for DbError {
 
 impl From<DbError> for QueueError {
     fn from(error: DbError) -> Self {
-        QueueError::caused_by(error.is_retriable(), error.detail(), error)
+        error.into_port(QueueError::Transient, QueueError::Permanent)
     }
 }
 
 impl From<DbError> for StateError {
     fn from(error: DbError) -> Self {
-        StateError::caused_by(error.is_retriable(), error.detail(), error)
+        error.into_port(StateError::Transient, StateError::Permanent)
     }
 }
 

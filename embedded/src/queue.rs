@@ -208,7 +208,9 @@ impl ChangeQueue for SqliteStore {
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| QueueError::caused_by(false, format!("event not serialisable: {e}"), e))?;
+            .map_err(|e| {
+                QueueError::Permanent(format!("event not serialisable: {e}"), Some(e.into()))
+            })?;
         Ok(self
             .call(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -124,7 +124,7 @@ impl AssetStateStore for SqliteStore {
     async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
         let s = state.clone();
         let media_files = serde_json::to_string(&s.media_files).map_err(|e| {
-            StateError::caused_by(false, format!("media files not serialisable: {e}"), e)
+            StateError::Permanent(format!("media files not serialisable: {e}"), Some(e.into()))
         })?;
         Ok(self
             .call(move |conn, _| {

@@ -1,5 +1,5 @@
 //! What the AWS adapters share: one answer to "is this failed call worth retrying?", so the SQS
-//! and DynamoDB adapters classify alike (Vector's `aws::is_retriable_error` plays this part).
+//! and DynamoDB adapters cannot drift apart.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 /// classifier serves them all.
 pub use aws_sdk_dynamodb::config::http::HttpResponse;
 
-use crate::BoxError;
+use crate::{ErrorVariant, port_error};
 
 /// What an SDK operation fails with, inside [`SdkError`].
 pub trait OperationError: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static {}
@@ -44,15 +44,21 @@ pub fn is_retriable_service_error(code: &str, status: u16) -> bool {
     code.contains("Throttl") || RETRIABLE.contains(&code) || status >= 500
 }
 
-/// A failed call as a port's error: classified by [`is_retriable_error`], with the error's whole
-/// chain as the message (what the logs show) and the SDK error kept as the source.
-pub(crate) fn port_error<E: OperationError, T>(
+/// A failed call as a port's error: the variant [`is_retriable_error`] picks, with the error's
+/// whole chain as the message (what the logs show) and the SDK error kept as the source.
+pub(crate) fn classify<E: OperationError, T>(
     error: SdkError<E, HttpResponse>,
-    make: impl FnOnce(bool, String, BoxError) -> T,
+    transient: ErrorVariant<T>,
+    permanent: ErrorVariant<T>,
 ) -> T {
-    let retriable = is_retriable_error(&error);
     let message = DisplayErrorContext(&error).to_string();
-    make(retriable, message, Box::new(error))
+    port_error(
+        is_retriable_error(&error),
+        message,
+        error,
+        transient,
+        permanent,
+    )
 }
 
 #[cfg(test)]
@@ -106,12 +112,11 @@ mod tests {
 
     #[test]
     fn port_errors_keep_the_sdk_error_as_their_source() {
-        let (retriable, message, source) = port_error(
-            Error::construction_failure("missing table name"),
-            |r, m, s| (r, m, s),
-        );
+        let failure = |error: Error| classify(error, |m, s| (true, m, s), |m, s| (false, m, s));
+        let (retriable, message, source) = failure(Error::construction_failure("no table name"));
         assert!(!retriable);
-        assert!(message.contains("missing table name"), "{message}");
-        assert!(source.downcast_ref::<Error>().is_some());
+        assert!(message.contains("no table name"), "{message}");
+        assert!(source.unwrap().is::<Error>());
+        assert!(failure(Error::timeout_error("read timed out")).0);
     }
 }

@@ -21,3 +21,20 @@ pub mod time;
 
 /// An underlying error (SDK, SQLite, serde) that a boundary error keeps as its source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A variant of a port's error type (`QueueError::Transient`, `StateError::Permanent`, ...):
+/// the message, then the error underneath.
+pub type ErrorVariant<T> = fn(String, Option<BoxError>) -> T;
+
+/// A failure underneath a port (SDK, SQLite, serde) as the port's error: the `transient`
+/// variant when trying again may help, else `permanent`, with the failure kept as the source.
+pub fn port_error<T>(
+    retriable: bool,
+    message: String,
+    source: impl Into<BoxError>,
+    transient: ErrorVariant<T>,
+    permanent: ErrorVariant<T>,
+) -> T {
+    let variant = if retriable { transient } else { permanent };
+    variant(message, Some(source.into()))
+}

@@ -287,7 +287,7 @@ async fn a_missing_table_is_a_permanent_error_not_a_stale_answer() {
         media_files: Default::default(),
     };
     let error = store.record_applied(&state).await.unwrap_err();
-    assert!(matches!(error, StateError::Permanent { .. }), "{error:?}");
+    assert!(matches!(error, StateError::Permanent(..)), "{error:?}");
     assert!(!error.is_retriable());
     // The SDK error stays reachable as the source, and its text stays in the message.
     assert!(std::error::Error::source(&error).is_some());

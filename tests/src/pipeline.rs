@@ -136,8 +136,9 @@ impl ChangeQueue for ChannelQueue {
     async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
         let mut batch = Vec::with_capacity(events.len());
         for e in events {
-            let body = serde_json::to_string(e)
-                .map_err(|e| QueueError::permanent(format!("event to JSON: {e}")))?;
+            let body = serde_json::to_string(e).map_err(|e| {
+                QueueError::Permanent(format!("event to JSON: {e}"), Some(e.into()))
+            })?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             batch.push(InboundMessage {
                 id: format!("m{id}"),
@@ -147,7 +148,7 @@ impl ChangeQueue for ChannelQueue {
         self.tx
             .send(batch)
             .await
-            .map_err(|_| QueueError::permanent("the consumer stopped"))
+            .map_err(|_| QueueError::Permanent("the consumer stopped".into(), None))
     }
 }
 

@@ -72,7 +72,7 @@ async fn missing_queue_is_a_permanent_queue_error() {
         received_at_ms: 0,
     };
     let error = queue.enqueue(&[event]).await.unwrap_err();
-    assert!(matches!(error, QueueError::Permanent { .. }), "{error}");
+    assert!(matches!(error, QueueError::Permanent(..)), "{error}");
     assert!(!error.is_retriable());
 }
 
@@ -229,7 +229,7 @@ async fn sender_fault_entries_are_not_retried() {
         format!("{endpoint}/123456789012/q"),
     );
     let error = queue.enqueue(&events(1)).await.unwrap_err();
-    assert!(matches!(error, QueueError::Permanent { .. }), "{error}");
+    assert!(matches!(error, QueueError::Permanent(..)), "{error}");
     assert_eq!(requests.lock().unwrap().len(), 1);
 }
 

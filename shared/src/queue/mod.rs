@@ -16,54 +16,21 @@ use crate::dam::ChangeEvent;
 
 pub mod sqs;
 
+/// A failure of the queue: what happened (for an SDK error, its whole chain, so the logs show
+/// it) and the error underneath, when there is one (SDK, SQLite, serde).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Throttling, timeouts, a partial batch that kept failing: trying later may work.
-    #[error("queue temporarily unavailable: {message}")]
-    Transient {
-        message: String,
-        #[source]
-        source: Option<BoxError>,
-    },
+    #[error("queue temporarily unavailable: {0}")]
+    Transient(String, #[source] Option<BoxError>),
     /// Missing queue, denied access, an event too large: retrying will not help.
-    #[error("queue refused the events: {message}")]
-    Permanent {
-        message: String,
-        #[source]
-        source: Option<BoxError>,
-    },
+    #[error("queue refused the events: {0}")]
+    Permanent(String, #[source] Option<BoxError>),
 }
 
 impl QueueError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        let message = message.into();
-        QueueError::Transient {
-            message,
-            source: None,
-        }
-    }
-
-    pub fn permanent(message: impl Into<String>) -> Self {
-        let message = message.into();
-        QueueError::Permanent {
-            message,
-            source: None,
-        }
-    }
-
-    /// A failure of `source` (an SDK, SQLite or serde error), kept for the error chain;
-    /// `message` is what follows the prefix in `Display`, usually the source's own chain.
-    pub fn caused_by(retriable: bool, message: String, source: impl Into<BoxError>) -> Self {
-        let source = Some(source.into());
-        if retriable {
-            QueueError::Transient { message, source }
-        } else {
-            QueueError::Permanent { message, source }
-        }
-    }
-
     pub fn is_retriable(&self) -> bool {
-        matches!(self, QueueError::Transient { .. })
+        matches!(self, QueueError::Transient(..))
     }
 }
 

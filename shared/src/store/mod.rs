@@ -42,55 +42,22 @@ use crate::dam::{DamKind, Version};
 
 pub mod dynamodb;
 
-/// A failure of the state store itself (the structure cache's included).
+/// A failure of the state store itself (the structure cache's included): what happened (for
+/// an SDK error, its whole chain, so the logs show it) and the error underneath, when there is
+/// one (SDK, SQLite, serde).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Throttling, 5xx, timeouts, unprocessed keys that kept coming back: later may work.
-    #[error("state store temporarily unavailable: {message}")]
-    Transient {
-        message: String,
-        #[source]
-        source: Option<BoxError>,
-    },
+    #[error("state store temporarily unavailable: {0}")]
+    Transient(String, #[source] Option<BoxError>),
     /// Validation errors, a missing table, denied access, corrupt items: retrying won't help.
-    #[error("state store refused the request: {message}")]
-    Permanent {
-        message: String,
-        #[source]
-        source: Option<BoxError>,
-    },
+    #[error("state store refused the request: {0}")]
+    Permanent(String, #[source] Option<BoxError>),
 }
 
 impl StateError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        let message = message.into();
-        StateError::Transient {
-            message,
-            source: None,
-        }
-    }
-
-    pub fn permanent(message: impl Into<String>) -> Self {
-        let message = message.into();
-        StateError::Permanent {
-            message,
-            source: None,
-        }
-    }
-
-    /// A failure of `source` (an SDK, SQLite or serde error), kept for the error chain;
-    /// `message` is what follows the prefix in `Display`, usually the source's own chain.
-    pub fn caused_by(retriable: bool, message: String, source: impl Into<BoxError>) -> Self {
-        let source = Some(source.into());
-        if retriable {
-            StateError::Transient { message, source }
-        } else {
-            StateError::Permanent { message, source }
-        }
-    }
-
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StateError::Transient { .. })
+        matches!(self, StateError::Transient(..))
     }
 }
 
@@ -279,14 +246,14 @@ mod tests {
     fn errors_keep_their_source_and_retriability() {
         use std::error::Error;
 
-        assert!(StateError::transient("throttled").is_retriable());
-        let e = StateError::permanent("no table");
+        assert!(StateError::Transient("throttled".into(), None).is_retriable());
+        let e = StateError::Permanent("no table".into(), None);
         assert!(!e.is_retriable());
         assert!(e.to_string().contains("no table"));
         assert!(e.source().is_none());
 
         let json = serde_json::from_str::<Cursor>("{").unwrap_err();
-        let e = StateError::caused_by(true, format!("unreadable: {json}"), json);
+        let e = StateError::Transient(format!("unreadable: {json}"), Some(json.into()));
         assert!(e.is_retriable());
         assert!(
             e.to_string()

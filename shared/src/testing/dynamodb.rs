@@ -53,7 +53,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StateError>
         .table_name(name)
         .wait(Duration::from_secs(300))
         .await
-        .map_err(|e| StateError::caused_by(true, DisplayErrorContext(&e).to_string(), e))?;
+        .map_err(|e| StateError::Transient(DisplayErrorContext(&e).to_string(), Some(e.into())))?;
     let ttl = client
         .describe_time_to_live()
         .table_name(name)

@@ -42,7 +42,7 @@ impl MemoryChangeQueue {
 impl ChangeQueue for MemoryChangeQueue {
     async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
         if let Some(reason) = self.fail_with.lock().expect("queue lock").clone() {
-            return Err(QueueError::transient(reason));
+            return Err(QueueError::Transient(reason, None));
         }
         self.events
             .lock()
@@ -78,7 +78,7 @@ impl MemoryDeadLetters {
 impl DeadLetters for MemoryDeadLetters {
     async fn send(&self, message_id: &str, body: &str, reason: &str) -> Result<(), QueueError> {
         if let Some(failure) = self.fail_with.lock().expect("dead letter lock").clone() {
-            return Err(QueueError::transient(failure));
+            return Err(QueueError::Transient(failure, None));
         }
         self.letters
             .lock()

@@ -144,7 +144,7 @@ impl SqsQueueAdmin {
                         .receipt_handle(&h.receipt)
                         .visibility_timeout(0)
                         .build()
-                        .map_err(|e| QueueError::caused_by(false, e.to_string(), e))
+                        .map_err(|e| QueueError::Permanent(e.to_string(), Some(e.into())))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             self.client

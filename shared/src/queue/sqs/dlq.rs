@@ -28,16 +28,16 @@ impl SqsDeadLetters {
         }
     }
 
-    /// The dead-letter queue at `queue_url`, with a client from the process's one AWS
-    /// configuration.
-    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self::new(Client::new(aws), queue_url)
-    }
-
     /// Loads the AWS configuration (env, profile, Lambda role) for this client alone; a process
     /// building several clients loads it once and calls [`Self::from_config`].
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
         Self::from_config(&aws_config::load_from_env().await, queue_url)
+    }
+
+    /// The dead-letter queue at `queue_url`, with a client from the process's one AWS
+    /// configuration.
+    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(aws), queue_url)
     }
 
     pub fn queue_url(&self) -> &str {

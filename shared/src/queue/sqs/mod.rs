@@ -24,7 +24,7 @@ pub use queue::{
 
 /// A failed SQS call as the port's error, classified like every AWS call.
 fn classify<E: OperationError>(error: SdkError<E, HttpResponse>) -> QueueError {
-    aws::port_error(error, QueueError::caused_by)
+    aws::classify(error, QueueError::Transient, QueueError::Permanent)
 }
 
 /// A `String` message attribute.
@@ -33,5 +33,5 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| QueueError::caused_by(false, e.to_string(), e))
+        .map_err(|e| QueueError::Permanent(e.to_string(), Some(e.into())))
 }

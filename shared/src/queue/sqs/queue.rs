@@ -99,24 +99,31 @@ impl SqsChangeQueue {
                 return Ok(());
             }
             if let Some(fault) = failed.iter().find(|f| f.sender_fault()) {
-                return Err(QueueError::permanent(format!(
-                    "entry rejected: {} {}",
-                    fault.code(),
-                    fault.message().unwrap_or_default()
-                )));
+                return Err(QueueError::Permanent(
+                    format!(
+                        "entry rejected: {} {}",
+                        fault.code(),
+                        fault.message().unwrap_or_default()
+                    ),
+                    None,
+                ));
             }
             if attempt >= self.retry.max_attempts {
-                return Err(QueueError::transient(format!(
-                    "{} entries still failing after {attempt} attempts (first: {})",
-                    failed.len(),
-                    failed[0].code()
-                )));
+                return Err(QueueError::Transient(
+                    format!(
+                        "{} entries still failing after {attempt} attempts (first: {})",
+                        failed.len(),
+                        failed[0].code()
+                    ),
+                    None,
+                ));
             }
             let failed_ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
             pending.retain(|entry| failed_ids.contains(&entry.id()));
             if pending.is_empty() {
-                return Err(QueueError::transient(
-                    "SQS reported failures for unknown entry ids",
+                return Err(QueueError::Transient(
+                    "SQS reported failures for unknown entry ids".into(),
+                    None,
                 ));
             }
             tracing::warn!(
@@ -147,7 +154,8 @@ fn entry(
         .data_type("Number")
         .string_value(event.received_at_ms.to_string())
         .build();
-    let build = |e: aws_sdk_sqs::error::BuildError| QueueError::caused_by(false, e.to_string(), e);
+    let build =
+        |e: aws_sdk_sqs::error::BuildError| QueueError::Permanent(e.to_string(), Some(e.into()));
     SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(body)
@@ -164,14 +172,18 @@ fn batches(events: &[ChangeEvent]) -> Result<Vec<Vec<SendMessageBatchRequestEntr
     let mut current = Vec::new();
     let mut current_bytes = 0;
     for (index, event) in events.iter().enumerate() {
-        let body = serde_json::to_string(event)
-            .map_err(|e| QueueError::caused_by(false, format!("event not serialisable: {e}"), e))?;
+        let body = serde_json::to_string(event).map_err(|e| {
+            QueueError::Permanent(format!("event not serialisable: {e}"), Some(e.into()))
+        })?;
         let size = body.len() + event.dedupe_key.len() + ATTRIBUTE_ALLOWANCE;
         if size > MAX_BATCH_BYTES {
-            return Err(QueueError::permanent(format!(
-                "event for {} is {size} bytes, over the SQS message limit",
-                event.asset_id
-            )));
+            return Err(QueueError::Permanent(
+                format!(
+                    "event for {} is {size} bytes, over the SQS message limit",
+                    event.asset_id
+                ),
+                None,
+            ));
         }
         if current.len() == MAX_BATCH_ENTRIES || current_bytes + size > MAX_BATCH_BYTES {
             out.push(std::mem::take(&mut current));
@@ -242,7 +254,7 @@ mod tests {
         let huge = serde_json::Value::String("x".repeat(MAX_BATCH_BYTES));
         assert!(matches!(
             batches(&[event(0, Some(huge))]),
-            Err(QueueError::Permanent { .. })
+            Err(QueueError::Permanent(..))
         ));
     }
 

@@ -18,7 +18,7 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 
 pub(super) fn dam_from_name(name: &str) -> Result<DamKind, StateError> {
     name.parse()
-        .map_err(|e| StateError::permanent(format!("item: {e}")))
+        .map_err(|e| StateError::Permanent(format!("item: {e}"), None))
 }
 
 pub(super) fn asset_pk(dam: DamKind, id: &str) -> String {
@@ -106,14 +106,16 @@ pub(super) fn asset_from_item(item: &Item) -> Result<AssetState, StateError> {
                 .iter()
                 .map(|(url, code)| match code {
                     AttributeValue::S(code) => Ok((url.clone(), code.clone())),
-                    _ => Err(StateError::permanent(format!(
-                        "asset state item: media_files[{url}] is not a string"
-                    ))),
+                    _ => Err(StateError::Permanent(
+                        format!("asset state item: media_files[{url}] is not a string"),
+                        None,
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => {
-                return Err(StateError::permanent(
-                    "asset state item: media_files is not a map",
+                return Err(StateError::Permanent(
+                    "asset state item: media_files is not a map".into(),
+                    None,
                 ));
             }
         },
@@ -134,20 +136,25 @@ pub(super) fn cursor_from_item(item: &Item) -> Result<Cursor, StateError> {
 pub(super) fn get_string<'a>(item: &'a Item, name: &str) -> Result<&'a str, StateError> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),
-        _ => Err(StateError::permanent(format!(
-            "item attribute {name:?} missing or not a string"
-        ))),
+        _ => Err(StateError::Permanent(
+            format!("item attribute {name:?} missing or not a string"),
+            None,
+        )),
     }
 }
 
 pub(super) fn get_number<T: FromStr>(item: &Item, name: &str) -> Result<T, StateError> {
     match item.get(name) {
         Some(AttributeValue::N(value)) => value.parse().map_err(|_| {
-            StateError::permanent(format!("item attribute {name:?} out of range: {value}"))
+            StateError::Permanent(
+                format!("item attribute {name:?} out of range: {value}"),
+                None,
+            )
         }),
-        _ => Err(StateError::permanent(format!(
-            "item attribute {name:?} missing or not a number"
-        ))),
+        _ => Err(StateError::Permanent(
+            format!("item attribute {name:?} missing or not a number"),
+            None,
+        )),
     }
 }
 
@@ -196,14 +203,14 @@ mod tests {
         item.insert("seq".into(), AttributeValue::S("1".into()));
         assert!(matches!(
             asset_from_item(&item),
-            Err(StateError::Permanent { .. })
+            Err(StateError::Permanent(..))
         ));
         let mut cursor = key(cursor_pk("c"), SK_CURSOR);
         cursor.insert("position_ms".into(), number(1));
         cursor.insert("version".into(), number(-1));
         assert!(matches!(
             cursor_from_item(&cursor),
-            Err(StateError::Permanent { .. })
+            Err(StateError::Permanent(..))
         ));
         cursor.insert("version".into(), number(3));
         assert_eq!(

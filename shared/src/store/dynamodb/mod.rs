@@ -158,10 +158,13 @@ impl DynamoStore {
                 return Ok(());
             };
             if attempt >= self.batch_retry.max_attempts {
-                return Err(StateError::transient(format!(
-                    "{} keys still unprocessed after {attempt} BatchGetItem calls",
-                    rest.keys().len()
-                )));
+                return Err(StateError::Transient(
+                    format!(
+                        "{} keys still unprocessed after {attempt} BatchGetItem calls",
+                        rest.keys().len()
+                    ),
+                    None,
+                ));
             }
             pending = rest.clone();
             let cap = self
@@ -392,7 +395,7 @@ impl StructureStore for DynamoStructureStore {
 
     async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError> {
         let json = serde_json::to_string(&*structure).map_err(|e| {
-            StateError::caused_by(false, format!("structure not serialisable: {e}"), e)
+            StateError::Permanent(format!("structure not serialisable: {e}"), Some(e.into()))
         })?;
         let mut item = key(family_pk(&structure.family.code), SK_STRUCTURE);
         item.insert("structure".into(), AttributeValue::S(json));
@@ -426,11 +429,11 @@ impl StructureStore for DynamoStructureStore {
 fn table_name(value: Option<String>) -> Result<String, StateError> {
     value
         .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| StateError::permanent(format!("{TABLE_NAME_ENV} is not set")))
+        .ok_or_else(|| StateError::Permanent(format!("{TABLE_NAME_ENV} is not set"), None))
 }
 
 pub(crate) fn build_error(error: aws_sdk_dynamodb::error::BuildError) -> StateError {
-    StateError::caused_by(false, error.to_string(), error)
+    StateError::Permanent(error.to_string(), Some(error.into()))
 }
 
 pub(crate) fn error_code<E: ProvideErrorMetadata>(
@@ -445,7 +448,7 @@ fn is_condition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse
 
 /// A failed DynamoDB call as the port's error, classified like every AWS call.
 pub(crate) fn classify<E: OperationError>(error: SdkError<E, HttpResponse>) -> StateError {
-    aws::port_error(error, StateError::caused_by)
+    aws::classify(error, StateError::Transient, StateError::Permanent)
 }
 
 #[cfg(test)]
