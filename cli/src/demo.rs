@@ -15,7 +15,7 @@ use dam_sim::{DamSim, DamSimConfig, DeliveryKnobs, WebhookKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::dam::Fetched;
 use shared::mapping::MapOutcome;
-use shared::queue::admin::QueueAdmin;
+use shared::queue::QueueAdmin;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -417,7 +417,7 @@ mod tests {
     use akeneo_sim::{AkeneoSim, Faults, SimConfig};
     use dam_sim::{DamSim, DamSimConfig};
     use serde_json::{Value, json};
-    use shared::queue::admin::QueueAdmin;
+    use shared::queue::QueueAdmin;
 
     use super::*;
 

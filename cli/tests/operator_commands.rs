@@ -10,9 +10,9 @@ use common::{dam_sync_command, pim_password, run, text, write_config};
 use dam_sim::{DamSim, DamSimConfig};
 use embedded_store::SqliteStore;
 use shared::dam::{ChangeEvent, ChangeKind, DamKind};
-use shared::queue::ChangeQueue;
-use shared::queue::dlq::{DeadLetters, SqsDeadLetters};
-use shared::store::dynamodb::create_table;
+use shared::queue::sqs::SqsDeadLetters;
+use shared::queue::{ChangeQueue, DeadLetters};
+use shared::testing::create_table;
 
 fn event(id: &str) -> ChangeEvent {
     ChangeEvent {

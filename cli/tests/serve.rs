@@ -190,7 +190,7 @@ async fn sigterm_finishes_the_batch_in_progress_before_exiting() {
     drop(serve);
     // ...and acknowledged: nothing is left to redeliver.
     let store = embedded_store::SqliteStore::open_existing(dir.path().join("state.db")).unwrap();
-    use shared::queue::admin::QueueAdmin;
+    use shared::queue::QueueAdmin;
     let depth = store.depth().await.unwrap();
     assert_eq!(
         (depth.visible, depth.in_flight, depth.dead_letters),

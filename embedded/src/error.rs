@@ -4,25 +4,51 @@
 use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
-use shared::akeneo::StoreError;
+use shared::ErrorVariant;
 use shared::queue::QueueError;
 use shared::store::StateError;
 
-/// A failure of the SQLite store.
+/// A failure of the SQLite store, with the error underneath it as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Another process held the write lock past the busy timeout, or the disk is full:
     /// trying again later may work.
     #[error("SQLite store busy or out of space: {0}")]
-    Busy(String),
+    Busy(#[source] rusqlite::Error),
     /// Corruption, a read-only file, a bug: retrying will not help.
     #[error("SQLite store failed: {0}")]
-    Other(String),
+    Other(#[source] rusqlite::Error),
+    /// A JSON column that does not convert (written by another release, or corrupt).
+    #[error("SQLite store failed: {}", self.detail())]
+    Json(#[source] serde_json::Error),
+    /// The blocking task running the call panicked or was cancelled.
+    #[error("SQLite store failed: {}", self.detail())]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl DbError {
     pub fn is_retriable(&self) -> bool {
         matches!(self, DbError::Busy(_))
+    }
+
+    /// What went wrong, without the "SQLite store ..." prefix: the ports' errors add their own.
+    fn detail(&self) -> String {
+        match self {
+            DbError::Busy(e) | DbError::Other(e) => e.to_string(),
+            DbError::Json(e) => format!("stored JSON unreadable: {e}"),
+            DbError::Task(e) => format!("store task failed: {e}"),
+        }
+    }
+
+    /// This error as a port's (`Busy` as its transient variant), keeping it as the source.
+    fn into_port<T>(self, transient: ErrorVariant<T>, permanent: ErrorVariant<T>) -> T {
+        shared::port_error(
+            self.is_retriable(),
+            self.detail(),
+            self,
+            transient,
+            permanent,
+        )
     }
 }
 
@@ -33,43 +59,28 @@ impl From<rusqlite::Error> for DbError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull)
         );
         if transient {
-            DbError::Busy(error.to_string())
+            DbError::Busy(error)
         } else {
-            DbError::Other(error.to_string())
+            DbError::Other(error)
         }
     }
 }
 
 impl From<serde_json::Error> for DbError {
     fn from(error: serde_json::Error) -> Self {
-        DbError::Other(format!("stored JSON unreadable: {error}"))
+        DbError::Json(error)
     }
 }
 
 impl From<DbError> for QueueError {
     fn from(error: DbError) -> Self {
-        match error {
-            DbError::Busy(m) => QueueError::Transient(m),
-            DbError::Other(m) => QueueError::Permanent(m),
-        }
+        error.into_port(QueueError::Transient, QueueError::Permanent)
     }
 }
 
 impl From<DbError> for StateError {
     fn from(error: DbError) -> Self {
-        match error {
-            DbError::Busy(m) => StateError::Transient(m),
-            DbError::Other(m) => StateError::Permanent(m),
-        }
-    }
-}
-
-impl From<DbError> for StoreError {
-    fn from(error: DbError) -> Self {
-        StoreError {
-            retriable: error.is_retriable(),
-            message: error.to_string(),
-        }
+        error.into_port(StateError::Transient, StateError::Permanent)
     }
 }
 

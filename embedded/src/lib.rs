@@ -161,7 +161,7 @@ impl SqliteStore {
             f(&mut conn, now)
         })
         .await
-        .map_err(|e| DbError::Other(format!("store task failed: {e}")))?
+        .map_err(DbError::Task)?
     }
 }
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use shared::dam::ChangeEvent;
-use shared::queue::admin::{ParkedMessage, QueueAdmin, QueueDepth, Replayed};
-use shared::queue::dlq::DeadLetters;
-use shared::queue::{ChangeQueue, QueueError};
+use shared::queue::{
+    ChangeQueue, DeadLetters, ParkedMessage, QueueAdmin, QueueDepth, QueueError, Replayed,
+};
 
 use shared::time::duration_ms;
 
@@ -208,7 +208,9 @@ impl ChangeQueue for SqliteStore {
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| QueueError::Permanent(format!("event not serialisable: {e}")))?;
+            .map_err(|e| {
+                QueueError::Permanent(format!("event not serialisable: {e}"), Some(e.into()))
+            })?;
         Ok(self
             .call(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use shared::akeneo::{FamilyStructure, StoreError, StructureStore};
+use shared::akeneo::{FamilyStructure, StructureStore};
 use shared::dam::{DamKind, Version};
 use shared::store::{
     Advance, Applied, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, StateError,
+    expiry_seconds, may_acquire_lease,
 };
 
 use shared::time::duration_ms;
@@ -122,8 +123,9 @@ impl AssetStateStore for SqliteStore {
 
     async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
         let s = state.clone();
-        let media_files = serde_json::to_string(&s.media_files)
-            .map_err(|e| StateError::Permanent(format!("media files not serialisable: {e}")))?;
+        let media_files = serde_json::to_string(&s.media_files).map_err(|e| {
+            StateError::Permanent(format!("media files not serialisable: {e}"), Some(e.into()))
+        })?;
         Ok(self
             .call(move |conn, _| {
                 // One statement: the upsert's WHERE is the condition, so it is atomic.
@@ -192,17 +194,10 @@ impl CursorStore for SqliteStore {
             .call(move |conn, now| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let current = read_cursor(&tx, &name)?;
-                let allowed = match (&current, expected_version) {
-                    (None, None) => true,
-                    (Some(stored), Some(expected)) => {
-                        stored.version == expected && stored.position_ms <= new.position_ms
-                    }
-                    _ => false,
-                };
-                if !allowed {
+                if !Cursor::may_advance(current.as_ref(), expected_version, &new) {
                     return Ok(Advance::Conflict { current });
                 }
-                let version = expected_version.map_or(1, |v| v + 1);
+                let version = Cursor::next_version(expected_version);
                 tx.execute(
                     "INSERT INTO cursors (name, position_ms, page_token, version, updated_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)
@@ -222,19 +217,30 @@ impl CursorStore for SqliteStore {
 impl LeaseStore for SqliteStore {
     async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
-        let ttl = duration_ms(ttl);
         Ok(self
             .call(move |conn, now| {
-                // Whole seconds, rounded up, like the DynamoDB adapter's TTL attribute.
-                let expires_at = now.saturating_add(ttl).saturating_add(999).div_euclid(1000);
-                let taken = conn.execute(
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let held: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT owner, expires_at FROM leases WHERE name = ?1",
+                        params![name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let held = held
+                    .as_ref()
+                    .map(|(holder, until)| (holder.as_str(), *until));
+                if !may_acquire_lease(held, &owner, now) {
+                    return Ok(false);
+                }
+                tx.execute(
                     "INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,
-                       expires_at = excluded.expires_at
-                     WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4",
-                    params![name, owner, expires_at, now.div_euclid(1000)],
+                       expires_at = excluded.expires_at",
+                    params![name, owner, expiry_seconds(now, ttl)],
                 )?;
-                Ok(taken == 1)
+                tx.commit()?;
+                Ok(true)
             })
             .await?)
     }
@@ -255,7 +261,7 @@ impl LeaseStore for SqliteStore {
 
 #[async_trait]
 impl StructureStore for SqliteStore {
-    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StoreError> {
+    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StateError> {
         let family = family.to_owned();
         let stored: Option<String> = self
             .call(move |conn, now| {
@@ -273,13 +279,13 @@ impl StructureStore for SqliteStore {
             Some(Ok(structure)) => Ok(Some(Arc::new(structure))),
             Some(Err(error)) => {
                 // Written by another release: a miss, so the PIM is re-read and it is replaced.
-                tracing::warn!(%error, "cached family structure unreadable; ignoring");
+                tracing::warn!(%error, "Cached family structure unreadable; ignoring.");
                 Ok(None)
             }
         }
     }
 
-    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError> {
+    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError> {
         let json = serde_json::to_string(&*structure).map_err(DbError::from)?;
         let family = structure.family.code.clone();
         let ttl = duration_ms(self.inner.structure_ttl);
@@ -296,7 +302,7 @@ impl StructureStore for SqliteStore {
             .await?)
     }
 
-    async fn invalidate(&self, family: &str) -> Result<(), StoreError> {
+    async fn invalidate(&self, family: &str) -> Result<(), StateError> {
         let family = family.to_owned();
         Ok(self
             .call(move |conn, _| {

@@ -1,11 +1,8 @@
 //! The state-port conformance suite shared with the in-memory and DynamoDB adapters
-//! (`shared/tests/store_conformance`), run against the SQLite store.
-
-#[path = "../../shared/tests/store_conformance/mod.rs"]
-mod store_conformance;
+//! (`shared::testing::conformance`), run against the SQLite store.
 
 use embedded_store::SqliteStore;
-use store_conformance::TestClock;
+use shared::testing::conformance::{self as store_conformance, TestClock};
 
 fn fresh() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();

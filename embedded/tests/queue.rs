@@ -1,10 +1,6 @@
 //! The SQLite queue behaves like SQS: visibility timeout, redelivery, receive counts, the
 //! redrive to dead letters, and the admin port (depth, list, replay).
 
-#[path = "../../shared/tests/store_conformance/mod.rs"]
-#[allow(dead_code)]
-mod store_conformance;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +8,8 @@ use embedded_store::{QueueSettings, SqliteStore};
 use shared::akeneo::StructureStore;
 use shared::akeneo::model::{AssetFamily, FamilyStructure};
 use shared::dam::{ChangeEvent, ChangeKind, DamKind};
-use shared::queue::ChangeQueue;
-use shared::queue::admin::{QueueAdmin, QueueDepth};
-use shared::queue::dlq::DeadLetters;
-use store_conformance::TestClock;
+use shared::queue::{ChangeQueue, DeadLetters, QueueAdmin, QueueDepth};
+use shared::testing::TestClock;
 
 fn event(id: &str) -> ChangeEvent {
     ChangeEvent {

@@ -302,7 +302,7 @@ mod tests {
 
     use crate::dam::cloudinary::webhook::SignatureAlgorithm;
     use crate::dam::{ChangeEvent, ChangeKind};
-    use crate::queue::MemoryChangeQueue;
+    use crate::testing::MemoryChangeQueue;
 
     /// Answers each verify with the next scripted result.
     struct Scripted(Mutex<Vec<Result<WebhookOutcome, WebhookError>>>);

@@ -1,8 +1,6 @@
 //! The state ports on DynamoDB, against a moto server reached through the SDK's standard
 //! `AWS_ENDPOINT_URL` (see docs/state.md for how to run them). Each test makes its own table.
 
-mod store_conformance;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,9 +10,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
 use shared::akeneo::StructureStore;
 use shared::akeneo::model::{AssetFamily, FamilyStructure};
 use shared::dam::{DamKind, Version};
-use shared::store::dynamodb::{Client, DynamoStore, DynamoStructureStore, create_table};
+use shared::store::dynamodb::{Client, DynamoStore, DynamoStructureStore};
 use shared::store::{AssetState, AssetStateStore, CursorStore, LeaseStore, StateError};
-use store_conformance::TestClock;
+use shared::testing::conformance::{self as store_conformance, TestClock};
+use shared::testing::create_table;
 
 async fn client() -> Client {
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
@@ -288,8 +287,14 @@ async fn a_missing_table_is_a_permanent_error_not_a_stale_answer() {
         media_files: Default::default(),
     };
     let error = store.record_applied(&state).await.unwrap_err();
-    assert!(matches!(error, StateError::Permanent(_)), "{error:?}");
+    assert!(matches!(error, StateError::Permanent(..)), "{error:?}");
     assert!(!error.is_retriable());
+    // The SDK error stays reachable as the source, and its text stays in the message.
+    assert!(std::error::Error::source(&error).is_some());
+    assert!(
+        error.to_string().contains("ResourceNotFoundException"),
+        "{error}"
+    );
     let error = store
         .get_many(DamKind::Generic, &["a".into()])
         .await
@@ -309,5 +314,5 @@ async fn a_missing_table_is_a_permanent_error_not_a_stale_answer() {
             .is_retriable()
     );
     let cache = DynamoStructureStore::new(&store, Duration::from_secs(60));
-    assert!(!cache.get("f").await.unwrap_err().retriable);
+    assert!(!cache.get("f").await.unwrap_err().is_retriable());
 }

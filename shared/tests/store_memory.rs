@@ -1,9 +1,7 @@
 //! The state-port conformance suite against the in-memory store.
 
-mod store_conformance;
-
-use shared::store::MemoryStore;
-use store_conformance::TestClock;
+use shared::testing::MemoryStore;
+use shared::testing::conformance::{self as store_conformance, TestClock};
 
 #[tokio::test]
 async fn asset_versions_only_move_forward() {

@@ -19,8 +19,7 @@ use shared::consumer::{BatchOutcome, Consumer, InboundMessage};
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::{ChangeEvent, ChangeKind, DamKind};
 use shared::mapping::Mapping;
-use shared::queue::dlq::MemoryDeadLetters;
-use shared::store::MemoryStore;
+use shared::testing::{MemoryDeadLetters, MemoryStore};
 use url::Url;
 
 fn env_or(name: &str, default: u64) -> u64 {

@@ -25,8 +25,7 @@ use shared::consumer::{Consumer, InboundMessage};
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::{ChangeEvent, ChangeKind, DamKind};
 use shared::mapping::Mapping;
-use shared::queue::dlq::MemoryDeadLetters;
-use shared::store::MemoryStore;
+use shared::testing::{MemoryDeadLetters, MemoryStore};
 use url::Url;
 
 /// Growth allowed between batch 20 and the end (allocator noise, lazily sized pools).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use serde_json::Value;
 use shared::ingest::IngestService;
-use shared::queue::MemoryChangeQueue;
+use shared::testing::MemoryChangeQueue;
 use support::*;
 
 struct Delivery {

@@ -15,7 +15,7 @@ use shared::dam::ChangeEvent;
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::poller::{Poller, PollerSettings, StopReason};
 use shared::queue::{ChangeQueue, QueueError};
-use shared::store::MemoryStore;
+use shared::testing::MemoryStore;
 
 /// Counts events and drops them, so the figures are the poller's and the DAM client's.
 #[derive(Default)]

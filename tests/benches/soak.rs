@@ -17,10 +17,8 @@ use shared::akeneo::{AkeneoClient, Limits};
 use shared::consumer::{Consumer, InboundMessage};
 use shared::dam::{AssetSource, DamKind};
 use shared::mapping::Mapping;
-use shared::poller::{MemorySource, Poller, PollerSettings};
-use shared::queue::MemoryChangeQueue;
-use shared::queue::dlq::MemoryDeadLetters;
-use shared::store::MemoryStore;
+use shared::poller::{Poller, PollerSettings};
+use shared::testing::{MemoryChangeQueue, MemoryDeadLetters, MemorySource, MemoryStore};
 
 const BATCH: usize = 100;
 

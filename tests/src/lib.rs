@@ -9,8 +9,10 @@ use secrecy::SecretString;
 use serde_json::json;
 use shared::akeneo::config::parse_base_url;
 use shared::akeneo::{AkeneoClient, AkeneoConfig, Asset, AssetValue, Limits};
-use shared::queue::admin::{QueueAdmin, SqsQueueAdmin};
-use shared::store::dynamodb::{DynamoStore, create_table};
+use shared::queue::QueueAdmin;
+use shared::queue::sqs::SqsQueueAdmin;
+use shared::store::dynamodb::DynamoStore;
+use shared::testing::create_table;
 
 /// The bulk route as the simulator accounts it.
 pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";

@@ -23,9 +23,9 @@ use shared::dam::ChangeEvent;
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::mapping::Mapping;
 use shared::poller::{Poller, PollerSettings, StopReason};
-use shared::queue::dlq::MemoryDeadLetters;
 use shared::queue::{ChangeQueue, QueueError};
-use shared::store::{AssetStateStore, CursorStore, LeaseStore, MemoryStore};
+use shared::store::{AssetStateStore, CursorStore, LeaseStore};
+use shared::testing::{MemoryDeadLetters, MemoryStore};
 use tokio::sync::mpsc;
 
 use crate::BULK_PATCH;
@@ -136,8 +136,9 @@ impl ChangeQueue for ChannelQueue {
     async fn enqueue(&self, events: &[ChangeEvent]) -> Result<(), QueueError> {
         let mut batch = Vec::with_capacity(events.len());
         for e in events {
-            let body = serde_json::to_string(e)
-                .map_err(|e| QueueError::Permanent(format!("event to JSON: {e}")))?;
+            let body = serde_json::to_string(e).map_err(|e| {
+                QueueError::Permanent(format!("event to JSON: {e}"), Some(e.into()))
+            })?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             batch.push(InboundMessage {
                 id: format!("m{id}"),
@@ -147,7 +148,7 @@ impl ChangeQueue for ChannelQueue {
         self.tx
             .send(batch)
             .await
-            .map_err(|_| QueueError::Permanent("the consumer stopped".into()))
+            .map_err(|_| QueueError::Permanent("the consumer stopped".into(), None))
     }
 }
 

@@ -17,7 +17,7 @@ use shared::consumer::{BatchOutcome, Consumer, ConsumerSettings, InboundMessage}
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::{AssetSource, ChangeEvent, ChangeKind, DamAsset, DamKind, Fetched};
 use shared::mapping::Mapping;
-use shared::queue::dlq::SqsDeadLetters;
+use shared::queue::sqs::SqsDeadLetters;
 use shared::store::AssetStateStore;
 use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 use tokio::time::Instant;

@@ -26,15 +26,15 @@ use shared::dam::{ChangeEvent, ChangeKind, DamKind, Version};
 use shared::ingest::{IngestConfig, route};
 use shared::mapping::Mapping;
 use shared::poller::{Mode, PollerSettings};
-use shared::queue::ChangeQueue;
-use shared::queue::dlq::{ATTR_REASON, DeadLetters, SqsDeadLetters};
-use shared::queue::sqs::SqsChangeQueue;
+use shared::queue::sqs::{ATTR_REASON, SqsChangeQueue, SqsDeadLetters};
+use shared::queue::{ChangeQueue, DeadLetters};
 use shared::store::dynamodb::{
-    self, DynamoStore, PARTITION_KEY, SORT_KEY, TABLE_NAME_ENV, TTL_ATTRIBUTE,
+    DynamoStore, PARTITION_KEY, SORT_KEY, TABLE_NAME_ENV, TTL_ATTRIBUTE,
 };
 use shared::store::{
     Advance, Applied, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore,
 };
+use shared::testing::create_table;
 use support::{GENERIC_SECRET, moto_config};
 
 const INGEST: &str = "WebhookIngestFunction";
@@ -1247,7 +1247,7 @@ async fn the_templates_table_serves_the_dynamodb_store() {
 
     // Same schema as the one the code creates for tests and the CLI.
     let reference = unique("infra-reference");
-    dynamodb::create_table(&ddb, &reference).await.unwrap();
+    create_table(&ddb, &reference).await.unwrap();
     let describe = |table: String| {
         let ddb = ddb.clone();
         async move {

@@ -72,7 +72,7 @@ async fn missing_queue_is_a_permanent_queue_error() {
         received_at_ms: 0,
     };
     let error = queue.enqueue(&[event]).await.unwrap_err();
-    assert!(matches!(error, QueueError::Permanent(_)), "{error}");
+    assert!(matches!(error, QueueError::Permanent(..)), "{error}");
     assert!(!error.is_retriable());
 }
 
@@ -229,7 +229,7 @@ async fn sender_fault_entries_are_not_retried() {
         format!("{endpoint}/123456789012/q"),
     );
     let error = queue.enqueue(&events(1)).await.unwrap_err();
-    assert!(matches!(error, QueueError::Permanent(_)), "{error}");
+    assert!(matches!(error, QueueError::Permanent(..)), "{error}");
     assert_eq!(requests.lock().unwrap().len(), 1);
 }
 
@@ -275,7 +275,7 @@ async fn secrets_manager_values_override_the_environment() {
     };
     let config = webhook_ingest::load_config(&aws, env).await.unwrap().ingest;
     assert!(config.bynder.is_none() && config.generic.is_none());
-    let queue = Arc::new(shared::queue::MemoryChangeQueue::new());
+    let queue = Arc::new(shared::testing::MemoryChangeQueue::new());
     let sns = Arc::new(FakeSns::default());
     let service =
         shared::ingest::IngestService::from_config(&config, queue.clone(), sns.clone(), sns);

@@ -18,7 +18,7 @@ use dam_sync_tests::{
 };
 use serde_json::{Value, json};
 use shared::observability::{NAMESPACE, metric};
-use shared::store::dynamodb::create_table;
+use shared::testing::create_table;
 
 const LONG: Duration = Duration::from_secs(120);
 

@@ -22,9 +22,9 @@ use shared::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, Sig
 use shared::ingest::{IngestService, IngestSettings};
 use shared::mapping::{MapOutcome, Mapping};
 use shared::poller::{Poller, PollerSettings, StopReason};
-use shared::queue::dlq::MemoryDeadLetters;
 use shared::queue::sqs::SqsChangeQueue;
 use shared::store::dynamodb::{self, DynamoStore};
+use shared::testing::{MemoryDeadLetters, create_table};
 use support::{moto_config, moto_sqs, new_queue, receive_all};
 
 /// Receives everything in the queue and runs it through the consumer as SQS would (batches
@@ -125,7 +125,7 @@ async fn a_webhook_stream_with_ten_percent_dropped_converges_after_one_poll() {
     let aws = moto_config().await;
     let ddb = dynamodb::Client::new(&aws);
     let table = format!("converge-{}-{}", std::process::id(), fastrand::u32(..));
-    dynamodb::create_table(&ddb, &table).await.unwrap();
+    create_table(&ddb, &table).await.unwrap();
     let store = Arc::new(DynamoStore::new(ddb, table));
     let sqs = moto_sqs().await;
     let queue_url = new_queue(&sqs, "converge").await;

@@ -15,8 +15,8 @@ use shared::dam::bynder::api::{BynderApi, BynderApiSettings};
 use shared::dam::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::poller::{Poller, PollerSettings, StopReason};
-use shared::queue::MemoryChangeQueue;
-use shared::store::{CursorStore, MemoryStore};
+use shared::store::CursorStore;
+use shared::testing::{MemoryChangeQueue, MemoryStore};
 
 const SEARCH: &str = "/resources/search";
 const MEDIA: &str = "GET /api/v4/media";

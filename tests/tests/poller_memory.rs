@@ -7,13 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use shared::dam::{DamError, DamKind, Version};
-use shared::poller::{
-    MemorySource, PollError, PollMetrics, Poller, PollerSettings, RunReport, StopReason,
-};
-use shared::queue::MemoryChangeQueue;
+use shared::poller::{PollError, PollMetrics, Poller, PollerSettings, RunReport, StopReason};
 use shared::store::{
-    Advance, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, MemoryStore, StateError,
+    Advance, AssetState, AssetStateStore, Cursor, CursorStore, LeaseStore, StateError,
 };
+use shared::testing::{MemoryChangeQueue, MemorySource, MemoryStore};
 
 const T0: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use shared::poller::{MemorySource, PollMetrics, Poller, PollerSettings};
-use shared::queue::MemoryChangeQueue;
-use shared::store::{CursorStore, MemoryStore};
+use shared::poller::{PollMetrics, Poller, PollerSettings};
+use shared::store::CursorStore;
+use shared::testing::{MemoryChangeQueue, MemorySource, MemoryStore};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -16,6 +16,7 @@ use shared::poller::{PollError, Poller, PollerSettings, StopReason};
 use shared::queue::sqs::SqsChangeQueue;
 use shared::store::dynamodb::{self, DynamoStore};
 use shared::store::{CursorStore, LeaseStore};
+use shared::testing::create_table;
 use support::{body_event, moto_config, moto_sqs, new_queue, receive_all};
 
 struct Rig {
@@ -31,7 +32,7 @@ async fn rig(prefix: &str) -> Rig {
     let queue_url = new_queue(&sqs, prefix).await;
     let ddb = dynamodb::Client::new(&moto_config().await);
     let table = format!("{prefix}-{}-{}", std::process::id(), fastrand_suffix());
-    dynamodb::create_table(&ddb, &table).await.unwrap();
+    create_table(&ddb, &table).await.unwrap();
     Rig {
         sim,
         sqs,

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use shared::poller::{MemorySource, PollError, Poller, PollerSettings, RunReport, StopReason};
-use shared::queue::MemoryChangeQueue;
-use shared::store::{CursorStore, LeaseStore, MemoryStore};
+use shared::poller::{PollError, Poller, PollerSettings, RunReport, StopReason};
+use shared::store::{CursorStore, LeaseStore};
+use shared::testing::{MemoryChangeQueue, MemorySource, MemoryStore};
 
 const START: i64 = 1_000_000;
 const LOOKBACK: i64 = 5_000;

@@ -18,9 +18,9 @@ use shared::mapping::Mapping;
 use shared::poller::{
     PollMetrics, Poller, PollerSettings, StopReason, SweepError, SweepPorts, SweepSettings, Sweeper,
 };
-use shared::queue::dlq::MemoryDeadLetters;
-use shared::queue::{ChangeQueue, MemoryChangeQueue};
-use shared::store::{CursorStore, MemoryStore};
+use shared::queue::ChangeQueue;
+use shared::store::CursorStore;
+use shared::testing::{MemoryChangeQueue, MemoryDeadLetters, MemoryStore};
 
 async fn consume(queue: &MemoryChangeQueue, consumer: &Consumer) {
     let messages: Vec<InboundMessage> = queue

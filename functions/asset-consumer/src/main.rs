@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::akeneo::AkeneoClient;
 use shared::consumer::Consumer;
 use shared::mapping::Mapping;
-use shared::queue::dlq::SqsDeadLetters;
+use shared::queue::sqs::SqsDeadLetters;
 use shared::secrets::SecretSettings;
 use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 
@@ -22,11 +22,11 @@ async fn main() -> Result<(), Error> {
     let secrets = SecretSettings::load(&aws, env).await?;
     let settings = Settings::from_lookup(|n| secrets.lookup(env, n), Mapping::default_path())?;
     let mapping = Mapping::from_path(&settings.mapping_path)?;
-    let store = Arc::new(DynamoStore::from_env().await?);
+    let store = Arc::new(DynamoStore::from_config(&aws, &settings.table_name));
     // The structure cache is shared by every instance through the state table.
     let structures = DynamoStructureStore::new(&store, settings.akeneo.limits.structure_ttl);
     let pim = AkeneoClient::with_structure_store(settings.akeneo, Arc::new(structures))?;
-    let dead_letters = SqsDeadLetters::from_env(settings.dlq_url).await;
+    let dead_letters = SqsDeadLetters::from_config(&aws, settings.dlq_url);
     let consumer = Consumer::new(
         store.clone(),
         Arc::new(mapping),

@@ -155,9 +155,8 @@ mod tests {
     use std::time::Duration;
 
     use shared::dam::AssetSource;
-    use shared::poller::MemorySource;
-    use shared::queue::MemoryChangeQueue;
-    use shared::store::{CursorStore, MemoryStore};
+    use shared::store::CursorStore;
+    use shared::testing::{MemoryChangeQueue, MemorySource, MemoryStore};
 
     use super::*;
 
@@ -256,6 +255,11 @@ mod tests {
         assert!(s.sweep.is_none());
         let err = Settings::from_lookup(lookup(&base[1..]), "m.toml".into()).unwrap_err();
         assert_eq!(err.name(), Some("QUEUE_URL"), "{err}");
+        // The state table must be named; a blank value is not a name.
+        let mut blank_table = base.to_vec();
+        blank_table[1] = ("TABLE_NAME", " ");
+        let err = Settings::from_lookup(lookup(&blank_table), "m.toml".into()).unwrap_err();
+        assert_eq!(err.name(), Some("TABLE_NAME"), "{err}");
         let mut with_pim = base.to_vec();
         with_pim.extend([
             ("AKENEO_BASE_URL", "https://pim"),

@@ -19,8 +19,8 @@ async fn main() -> Result<(), Error> {
     let env = |name: &str| std::env::var(name).ok();
     let secrets = SecretSettings::load(&aws, env).await?;
     let settings = Settings::from_lookup(|n| secrets.lookup(env, n), Mapping::default_path())?;
-    let queue = Arc::new(SqsChangeQueue::from_env(settings.queue_url.clone()).await);
-    let store = Arc::new(DynamoStore::from_env().await?);
+    let queue = Arc::new(SqsChangeQueue::from_config(&aws, &settings.queue_url));
+    let store = Arc::new(DynamoStore::from_config(&aws, &settings.table_name));
     let tasks = Arc::new(Tasks::new(settings, queue, store)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let tasks = Arc::clone(&tasks);

@@ -25,5 +25,5 @@ pub use model::{
     Asset, AssetAttribute, AssetFamily, AssetValue, AttributeOption, AttributeType,
     FamilyStructure, StoredAsset,
 };
-pub use structure::{MemoryStructureStore, StoreError, StructureStore};
+pub use structure::{MemoryStructureStore, StructureStore};
 pub use transport::CallCounts;

@@ -12,23 +12,16 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::model::FamilyStructure;
-
-/// A failure of the structure store itself (not of the PIM).
-#[derive(Debug, thiserror::Error)]
-#[error("structure store failed: {message}")]
-pub struct StoreError {
-    pub message: String,
-    pub retriable: bool,
-}
+use crate::store::StateError;
 
 /// Keeps family structures for a while.
 #[async_trait]
 pub trait StructureStore: Send + Sync {
     /// The cached structure, if present and still fresh.
-    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StoreError>;
-    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError>;
+    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StateError>;
+    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError>;
     /// Forgets a family (its structure changed under us: a 422 named an unknown attribute).
-    async fn invalidate(&self, family: &str) -> Result<(), StoreError>;
+    async fn invalidate(&self, family: &str) -> Result<(), StateError>;
 }
 
 /// In-process store with a TTL.
@@ -54,7 +47,7 @@ impl MemoryStructureStore {
 
 #[async_trait]
 impl StructureStore for MemoryStructureStore {
-    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StoreError> {
+    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StateError> {
         let mut entries = self.entries();
         match entries.get(family) {
             Some((stored_at, s)) if stored_at.elapsed() < self.ttl => Ok(Some(Arc::clone(s))),
@@ -66,13 +59,13 @@ impl StructureStore for MemoryStructureStore {
         }
     }
 
-    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StoreError> {
+    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError> {
         self.entries()
             .insert(structure.family.code.clone(), (Instant::now(), structure));
         Ok(())
     }
 
-    async fn invalidate(&self, family: &str) -> Result<(), StoreError> {
+    async fn invalidate(&self, family: &str) -> Result<(), StateError> {
         self.entries().remove(family);
         Ok(())
     }

@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use crate::akeneo::{AkeneoError, Asset, CallCounts, FamilyStructure, ItemOutcome};
 use crate::dam::{AssetSource, DamKind};
 use crate::mapping::Mapping;
-use crate::queue::dlq::DeadLetters;
+use crate::queue::DeadLetters;
 use crate::store::{AssetStateStore, LeaseStore};
 
 use batch::{Batch, Done};

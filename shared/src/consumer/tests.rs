@@ -15,8 +15,8 @@ use crate::dam::{
     AssetSource, ChangeEvent, ChangeKind, DamAsset, DamError, DamKind, Fetched, Page, PageToken,
     Version,
 };
-use crate::queue::dlq::MemoryDeadLetters;
-use crate::store::{AssetState, AssetStateStore, MemoryStore, is_newer};
+use crate::store::{AssetState, AssetStateStore, is_newer};
+use crate::testing::{MemoryDeadLetters, MemoryStore};
 use crate::time::now_ms;
 
 const MAPPING: &str = r#"

@@ -28,11 +28,9 @@ use crate::store::{
 };
 use crate::time::epoch_ms;
 
-mod memory;
 mod settings;
 mod sweep;
 
-pub use memory::MemorySource;
 pub use sweep::{CodePage, PimCodes, SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
 
 pub use settings::{PollKeys, PollerSettings, SettingsError};

@@ -1,7 +1,8 @@
 //! State ports: what the pipeline remembers between invocations.
 //!
-//! Four capabilities, each a port with an in-memory implementation ([`MemoryStore`], for unit
-//! tests and the embedded runner) and a DynamoDB one ([`dynamodb`]):
+//! Four capabilities, each a port with a DynamoDB adapter ([`dynamodb`]) and a SQLite one (the
+//! `embedded-store` crate); `shared::testing::MemoryStore` (feature `test-util`) is the
+//! in-memory one for tests:
 //!
 //! - [`AssetStateStore`]: the last version applied to the PIM per DAM asset. Its conditional
 //!   write is the ordering guard that turns duplicate and out-of-order events into no-ops.
@@ -13,7 +14,9 @@
 //!   [`dynamodb::DynamoStructureStore`].
 //!
 //! A failed condition is not an error: it is the answer ([`Applied::Stale`],
-//! [`Advance::Conflict`], `false` from [`LeaseStore::acquire`]).
+//! [`Advance::Conflict`], `false` from [`LeaseStore::acquire`]). The conditions themselves are
+//! written once, here ([`Cursor::may_advance`], [`may_acquire_lease`]), for the stores that
+//! evaluate them in code; DynamoDB states the same rules as condition expressions.
 //!
 //! # Table layout (DynamoDB)
 //!
@@ -28,12 +31,13 @@
 //! | lease | `lease#<name>` | `lease` | `owner`, `expires_at` |
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::BoxError;
 use crate::dam::{DamKind, Version};
 
 pub mod dynamodb;
@@ -41,29 +45,22 @@ mod lease;
 
 pub use lease::with_lease;
 
-/// A failure of the state store itself.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of the state store itself (the structure cache's included): what happened (for
+/// an SDK error, its whole chain, so the logs show it) and the error underneath, when there is
+/// one (SDK, SQLite, serde).
+#[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Throttling, 5xx, timeouts, unprocessed keys that kept coming back: later may work.
     #[error("state store temporarily unavailable: {0}")]
-    Transient(String),
+    Transient(String, #[source] Option<BoxError>),
     /// Validation errors, a missing table, denied access, corrupt items: retrying won't help.
     #[error("state store refused the request: {0}")]
-    Permanent(String),
+    Permanent(String, #[source] Option<BoxError>),
 }
 
 impl StateError {
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StateError::Transient(_))
-    }
-}
-
-impl From<StateError> for crate::akeneo::StoreError {
-    fn from(error: StateError) -> Self {
-        crate::akeneo::StoreError {
-            retriable: error.is_retriable(),
-            message: error.to_string(),
-        }
+        matches!(self, StateError::Transient(..))
     }
 }
 
@@ -138,6 +135,31 @@ pub struct Cursor {
     pub version: u64,
 }
 
+impl Cursor {
+    /// The advance rule: `new` may replace `current` (the stored cursor, if any) when the
+    /// writer read the stored version (`expected_version`, `None` for "no cursor yet") and
+    /// `new` does not move backwards (the same position is allowed, for paging within one
+    /// instant).
+    pub fn may_advance(
+        current: Option<&Cursor>,
+        expected_version: Option<u64>,
+        new: &Cursor,
+    ) -> bool {
+        match (current, expected_version) {
+            (None, None) => true,
+            (Some(stored), Some(expected)) => {
+                stored.version == expected && stored.position_ms <= new.position_ms
+            }
+            _ => false,
+        }
+    }
+
+    /// The version the store assigns on an advance from `expected_version` (1 on creation).
+    pub fn next_version(expected_version: Option<u64>) -> u64 {
+        expected_version.map_or(1, |v| v + 1)
+    }
+}
+
 /// Outcome of [`CursorStore::advance`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advance {
@@ -185,7 +207,7 @@ pub fn system_clock() -> Clock {
 }
 
 /// Expiry in epoch seconds (the unit of DynamoDB TTL), rounded up so nothing expires early.
-pub(crate) fn expiry_seconds(now_ms: i64, ttl: Duration) -> i64 {
+pub fn expiry_seconds(now_ms: i64, ttl: Duration) -> i64 {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     now_ms
         .saturating_add(ttl_ms)
@@ -194,138 +216,15 @@ pub(crate) fn expiry_seconds(now_ms: i64, ttl: Duration) -> i64 {
 }
 
 /// Whether something expiring at `expires_at` (epoch seconds) has expired at `now_ms`.
-pub(crate) fn is_expired(expires_at: i64, now_ms: i64) -> bool {
+pub fn is_expired(expires_at: i64, now_ms: i64) -> bool {
     expires_at <= now_ms.div_euclid(1000)
 }
 
-/// In-process implementation of the state ports, with the DynamoDB adapter's semantics.
-pub struct MemoryStore {
-    clock: Clock,
-    assets: Mutex<HashMap<(DamKind, String), AssetState>>,
-    cursors: Mutex<HashMap<String, Cursor>>,
-    /// Lease name → (owner, expires_at in epoch seconds).
-    leases: Mutex<HashMap<String, (String, i64)>>,
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self {
-            clock: system_clock(),
-            assets: Mutex::default(),
-            cursors: Mutex::default(),
-            leases: Mutex::default(),
-        }
-    }
-
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[async_trait]
-impl AssetStateStore for MemoryStore {
-    async fn get_many(
-        &self,
-        dam: DamKind,
-        ids: &[String],
-    ) -> Result<HashMap<String, AssetState>, StateError> {
-        let assets = lock(&self.assets);
-        Ok(ids
-            .iter()
-            .filter_map(|id| {
-                let state = assets.get(&(dam, id.clone()))?;
-                Some((id.clone(), state.clone()))
-            })
-            .collect())
-    }
-
-    async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
-        let mut assets = lock(&self.assets);
-        let key = (state.dam, state.asset_id.clone());
-        match assets.get(&key) {
-            Some(stored) if stored.applied_version >= state.applied_version => Ok(Applied::Stale),
-            _ => {
-                assets.insert(key, state.clone());
-                Ok(Applied::Written)
-            }
-        }
-    }
-
-    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
-        lock(&self.assets).remove(&(dam, id.to_owned()));
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl CursorStore for MemoryStore {
-    async fn get(&self, name: &str) -> Result<Option<Cursor>, StateError> {
-        Ok(lock(&self.cursors).get(name).cloned())
-    }
-
-    async fn advance(
-        &self,
-        name: &str,
-        new: Cursor,
-        expected_version: Option<u64>,
-    ) -> Result<Advance, StateError> {
-        let mut cursors = lock(&self.cursors);
-        let current = cursors.get(name).cloned();
-        let allowed = match (&current, expected_version) {
-            (None, None) => true,
-            (Some(stored), Some(expected)) => {
-                stored.version == expected && stored.position_ms <= new.position_ms
-            }
-            _ => false,
-        };
-        if !allowed {
-            return Ok(Advance::Conflict { current });
-        }
-        let version = expected_version.map_or(1, |v| v + 1);
-        cursors.insert(name.to_owned(), Cursor { version, ..new });
-        Ok(Advance::Written { version })
-    }
-}
-
-#[async_trait]
-impl LeaseStore for MemoryStore {
-    async fn acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
-        let now_ms = (self.clock)();
-        let mut leases = lock(&self.leases);
-        let free = match leases.get(name) {
-            None => true,
-            Some((holder, expires_at)) => holder == owner || is_expired(*expires_at, now_ms),
-        };
-        if free {
-            leases.insert(
-                name.to_owned(),
-                (owner.to_owned(), expiry_seconds(now_ms, ttl)),
-            );
-        }
-        Ok(free)
-    }
-
-    async fn release(&self, name: &str, owner: &str) -> Result<bool, StateError> {
-        let mut leases = lock(&self.leases);
-        match leases.get(name) {
-            Some((holder, _)) if holder == owner => {
-                leases.remove(name);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
+/// The lease rule: `owner` may take the lease when nobody holds it, when it has expired, or when
+/// `owner` holds it already (a renewal). `held` is the stored `(owner, expires_at)`, expiry in
+/// epoch seconds.
+pub fn may_acquire_lease(held: Option<(&str, i64)>, owner: &str, now_ms: i64) -> bool {
+    held.is_none_or(|(holder, expires_at)| holder == owner || is_expired(expires_at, now_ms))
 }
 
 #[cfg(test)]
@@ -347,11 +246,47 @@ mod tests {
     }
 
     #[test]
-    fn errors_convert_for_the_structure_store_keeping_retriability() {
-        let e: crate::akeneo::StoreError = StateError::Transient("throttled".into()).into();
-        assert!(e.retriable);
-        let e: crate::akeneo::StoreError = StateError::Permanent("no table".into()).into();
-        assert!(!e.retriable);
-        assert!(e.message.contains("no table"));
+    fn errors_keep_their_source_and_retriability() {
+        use std::error::Error;
+
+        assert!(StateError::Transient("throttled".into(), None).is_retriable());
+        let e = StateError::Permanent("no table".into(), None);
+        assert!(!e.is_retriable());
+        assert!(e.to_string().contains("no table"));
+        assert!(e.source().is_none());
+
+        let json = serde_json::from_str::<Cursor>("{").unwrap_err();
+        let e = StateError::Transient(format!("unreadable: {json}"), Some(json.into()));
+        assert!(e.is_retriable());
+        assert!(
+            e.to_string()
+                .starts_with("state store temporarily unavailable: unreadable: ")
+        );
+        assert!(e.source().unwrap().is::<serde_json::Error>());
+    }
+
+    #[test]
+    fn cursors_advance_from_the_read_version_and_never_backwards() {
+        let at = |position_ms, version| Cursor {
+            position_ms,
+            page_token: None,
+            version,
+        };
+        assert!(Cursor::may_advance(None, None, &at(5, 0)));
+        assert!(!Cursor::may_advance(None, Some(1), &at(5, 0)));
+        assert!(!Cursor::may_advance(Some(&at(5, 1)), None, &at(6, 0)));
+        assert!(!Cursor::may_advance(Some(&at(5, 1)), Some(2), &at(6, 0)));
+        assert!(Cursor::may_advance(Some(&at(5, 1)), Some(1), &at(5, 0)));
+        assert!(!Cursor::may_advance(Some(&at(5, 1)), Some(1), &at(4, 0)));
+        assert_eq!(Cursor::next_version(None), 1);
+        assert_eq!(Cursor::next_version(Some(7)), 8);
+    }
+
+    #[test]
+    fn leases_are_free_when_absent_expired_or_held_by_the_owner() {
+        assert!(may_acquire_lease(None, "a", 0));
+        assert!(may_acquire_lease(Some(("a", 61)), "a", 60_000));
+        assert!(!may_acquire_lease(Some(("b", 61)), "a", 60_999));
+        assert!(may_acquire_lease(Some(("b", 61)), "a", 61_000));
     }
 }

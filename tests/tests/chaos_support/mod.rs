@@ -10,9 +10,8 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use dam_sync_tests::{moto_config, new_queue, new_store, sqs_dead_letters};
 use shared::akeneo::StructureStore;
 use shared::consumer::InboundMessage;
-use shared::queue::ChangeQueue;
-use shared::queue::dlq::{DeadLetters, SqsDeadLetters};
-use shared::queue::sqs::SqsChangeQueue;
+use shared::queue::sqs::{SqsChangeQueue, SqsDeadLetters};
+use shared::queue::{ChangeQueue, DeadLetters};
 use shared::store::dynamodb::DynamoStructureStore;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 
@@ -242,13 +241,13 @@ impl WorkQueue for SqliteWork {
     }
 
     async fn is_drained(&self) -> bool {
-        use shared::queue::admin::QueueAdmin;
+        use shared::queue::QueueAdmin;
         let depth = self.store.depth().await.expect("depth");
         depth.visible == 0 && depth.in_flight == 0
     }
 
     async fn dead_letters(&self) -> Vec<(String, String)> {
-        use shared::queue::admin::QueueAdmin;
+        use shared::queue::QueueAdmin;
         self.store
             .dead_letters(usize::MAX)
             .await

@@ -1,12 +1,12 @@
 //! Behaviour every implementation of the state ports must share, run against the in-memory
-//! store (`store_memory.rs`) and DynamoDB on moto (`store_dynamodb.rs`).
+//! store, DynamoDB on moto (both in `shared/tests`) and SQLite (`embedded/tests`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use shared::dam::{DamKind, Version};
-use shared::store::{
+use crate::dam::{DamKind, Version};
+use crate::store::{
     Advance, Applied, AssetState, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore,
 };
 
@@ -26,6 +26,12 @@ impl TestClock {
 
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -3,18 +3,16 @@
 //! SQS takes at most 10 entries and 1 MiB per batch, and a batch can partly fail inside an
 //! HTTP 200: each entry has its own result. Failed entries that are not the sender's fault are
 //! retried a bounded number of times; anything left over is an error, so ingest answers 5xx
-//! and the DAM retries. Endpoints come from the SDK's standard configuration
-//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`), which is how tests reach moto.
+//! and the DAM retries.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-pub use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
-use super::{ChangeQueue, QueueError};
+use super::{Client, classify, string_attribute};
 use crate::dam::ChangeEvent;
+use crate::queue::{ChangeQueue, QueueError};
 
 /// SQS limits per SendMessageBatch.
 pub const MAX_BATCH_ENTRIES: usize = 10;
@@ -61,10 +59,9 @@ impl SqsChangeQueue {
         }
     }
 
-    /// A client from the standard AWS configuration chain (env, profile, IMDS/Lambda role).
-    pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        let config = aws_config::load_from_env().await;
-        Self::new(Client::new(&config), queue_url)
+    /// The queue at `queue_url`, with a client from the process's one AWS configuration.
+    pub fn from_config(aws: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(aws), queue_url)
     }
 
     pub fn with_retry(mut self, retry: RetrySettings) -> Self {
@@ -96,30 +93,37 @@ impl SqsChangeQueue {
                 return Ok(());
             }
             if let Some(fault) = failed.iter().find(|f| f.sender_fault()) {
-                return Err(QueueError::Permanent(format!(
-                    "entry rejected: {} {}",
-                    fault.code(),
-                    fault.message().unwrap_or_default()
-                )));
+                return Err(QueueError::Permanent(
+                    format!(
+                        "entry rejected: {} {}",
+                        fault.code(),
+                        fault.message().unwrap_or_default()
+                    ),
+                    None,
+                ));
             }
             if attempt >= self.retry.max_attempts {
-                return Err(QueueError::Transient(format!(
-                    "{} entries still failing after {attempt} attempts (first: {})",
-                    failed.len(),
-                    failed[0].code()
-                )));
+                return Err(QueueError::Transient(
+                    format!(
+                        "{} entries still failing after {attempt} attempts (first: {})",
+                        failed.len(),
+                        failed[0].code()
+                    ),
+                    None,
+                ));
             }
             let failed_ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
             pending.retain(|entry| failed_ids.contains(&entry.id()));
             if pending.is_empty() {
                 return Err(QueueError::Transient(
                     "SQS reported failures for unknown entry ids".into(),
+                    None,
                 ));
             }
             tracing::warn!(
                 attempt,
                 failed = pending.len(),
-                "SQS batch partly failed; retrying"
+                "SQS batch partly failed; retrying."
             );
             let cap = self
                 .retry
@@ -129,37 +133,6 @@ impl SqsChangeQueue {
             attempt += 1;
         }
     }
-}
-
-/// Throttling and 5xx are worth another attempt; other service errors are not. Shared with the
-/// dead-letter adapter, which talks to SQS the same way.
-pub(super) fn classify<E>(error: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>) -> QueueError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let message = DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            // RequestThrottled, KmsThrottled, ThrottlingException.
-            let throttled = code.contains("Throttl");
-            if throttled || service.raw().status().is_server_error() {
-                QueueError::Transient(message)
-            } else {
-                QueueError::Permanent(message)
-            }
-        }
-        _ => QueueError::Transient(message),
-    }
-}
-
-/// A `String` message attribute.
-pub(super) fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .map_err(|e| QueueError::Permanent(e.to_string()))
 }
 
 fn entry(
@@ -175,7 +148,8 @@ fn entry(
         .data_type("Number")
         .string_value(event.received_at_ms.to_string())
         .build();
-    let build = |e: aws_sdk_sqs::error::BuildError| QueueError::Permanent(e.to_string());
+    let build =
+        |e: aws_sdk_sqs::error::BuildError| QueueError::Permanent(e.to_string(), Some(e.into()));
     SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(body)
@@ -192,14 +166,18 @@ fn batches(events: &[ChangeEvent]) -> Result<Vec<Vec<SendMessageBatchRequestEntr
     let mut current = Vec::new();
     let mut current_bytes = 0;
     for (index, event) in events.iter().enumerate() {
-        let body = serde_json::to_string(event)
-            .map_err(|e| QueueError::Permanent(format!("event not serialisable: {e}")))?;
+        let body = serde_json::to_string(event).map_err(|e| {
+            QueueError::Permanent(format!("event not serialisable: {e}"), Some(e.into()))
+        })?;
         let size = body.len() + event.dedupe_key.len() + ATTRIBUTE_ALLOWANCE;
         if size > MAX_BATCH_BYTES {
-            return Err(QueueError::Permanent(format!(
-                "event for {} is {size} bytes, over the SQS message limit",
-                event.asset_id
-            )));
+            return Err(QueueError::Permanent(
+                format!(
+                    "event for {} is {size} bytes, over the SQS message limit",
+                    event.asset_id
+                ),
+                None,
+            ));
         }
         if current.len() == MAX_BATCH_ENTRIES || current_bytes + size > MAX_BATCH_BYTES {
             out.push(std::mem::take(&mut current));
@@ -270,7 +248,7 @@ mod tests {
         let huge = serde_json::Value::String("x".repeat(MAX_BATCH_BYTES));
         assert!(matches!(
             batches(&[event(0, Some(huge))]),
-            Err(QueueError::Permanent(_))
+            Err(QueueError::Permanent(..))
         ));
     }
 

@@ -1,7 +1,6 @@
-//! The queue-administration port: what an operator needs to answer "what is waiting, what
-//! failed and why" and to put parked messages back, on SQS or on the embedded store.
+//! Queue administration on SQS: depth, listing and replay of the dead-letter queue.
 //!
-//! On SQS a dead-letter queue cannot be read without receiving: listing receives the messages
+//! A dead-letter queue cannot be read without receiving: listing receives the messages
 //! with a short visibility timeout and hands them back (visibility 0) when done, so nothing
 //! is consumed. Replay sends each chosen body to the main queue first and deletes it from the
 //! dead-letter queue only then: a crash in between duplicates a message (the consumer's
@@ -10,67 +9,17 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use super::QueueError;
 use super::dlq::{ATTR_REASON, ATTR_SOURCE_MESSAGE_ID};
-use super::sqs::classify;
-
-/// Messages waiting and parked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct QueueDepth {
-    /// Ready to be received.
-    pub visible: u64,
-    /// Received and not yet acknowledged (being processed, or waiting out a timeout).
-    pub in_flight: u64,
-    /// In the dead-letter queue (table).
-    pub dead_letters: u64,
-}
-
-/// One parked message, as listed (nothing is consumed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParkedMessage {
-    /// The id to pass to [`QueueAdmin::replay`].
-    pub id: String,
-    /// The id the message had on the main queue, when known.
-    pub source_message_id: Option<String>,
-    pub reason: String,
-    pub body: String,
-    /// Times it was received (on SQS: received from the dead-letter queue, listings included).
-    pub receive_count: Option<u64>,
-    /// When it was parked, ms since the epoch, when known.
-    pub parked_at_ms: Option<i64>,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Replayed {
-    /// Ids moved back to the main queue.
-    pub replayed: Vec<String>,
-    /// Requested ids that were not in the dead-letter queue.
-    pub not_found: Vec<String>,
-}
+use super::{Client, classify};
+use crate::queue::{ParkedMessage, QueueAdmin, QueueDepth, QueueError, Replayed};
 
 /// Reason shown for messages the queue itself moved (SQS redrive policy): they carry none.
 pub const NO_REASON: &str =
     "no reason recorded: moved by the queue's redrive policy after too many receives";
-
-#[async_trait]
-pub trait QueueAdmin: Send + Sync {
-    /// Names the backend for messages, e.g. `SQS queue https://...` or `SQLite store ./x.db`.
-    fn backend(&self) -> String;
-
-    async fn depth(&self) -> Result<QueueDepth, QueueError>;
-
-    /// Up to `limit` parked messages with their reasons, oldest first where the backend knows.
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<ParkedMessage>, QueueError>;
-
-    /// Moves parked messages back to the main queue: the given ids, or all when `ids` is None.
-    async fn replay(&self, ids: Option<&[String]>) -> Result<Replayed, QueueError>;
-}
 
 /// The SQS adapter: a main queue and its dead-letter queue.
 #[derive(Debug, Clone)]
@@ -97,6 +46,16 @@ impl SqsQueueAdmin {
             dlq_url: dlq_url.into(),
             listing_visibility_secs: 30,
         }
+    }
+
+    /// The queues at `queue_url` and `dlq_url`, with a client from the process's one AWS
+    /// configuration.
+    pub fn from_config(
+        aws: &aws_config::SdkConfig,
+        queue_url: impl Into<String>,
+        dlq_url: impl Into<String>,
+    ) -> Self {
+        Self::new(Client::new(aws), queue_url, dlq_url)
     }
 
     async fn count(&self, url: &str) -> Result<(u64, u64), QueueError> {
@@ -185,7 +144,7 @@ impl SqsQueueAdmin {
                         .receipt_handle(&h.receipt)
                         .visibility_timeout(0)
                         .build()
-                        .map_err(|e| QueueError::Permanent(e.to_string()))
+                        .map_err(|e| QueueError::Permanent(e.to_string(), Some(e.into())))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             self.client
