@@ -43,15 +43,16 @@ mod tests {
     /// A lease store that answers as told and records the calls it got.
     struct Scripted {
         held: bool,
-        release: Result<bool, StateError>,
+        /// Whether the release call fails (throttled).
+        release_fails: bool,
         calls: Mutex<Vec<String>>,
     }
 
     impl Scripted {
-        fn new(held: bool, release: Result<bool, StateError>) -> Self {
+        fn new(held: bool, release_fails: bool) -> Self {
             Self {
                 held,
-                release,
+                release_fails,
                 calls: Mutex::default(),
             }
         }
@@ -76,7 +77,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("release {name} {owner}"));
-            self.release.clone()
+            if self.release_fails {
+                return Err(StateError::Transient("throttled".into(), None));
+            }
+            Ok(true)
         }
     }
 
@@ -84,13 +88,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_work_runs_between_acquire_and_release() {
-        let leases = Scripted::new(false, Ok(true));
+        let leases = Scripted::new(false, false);
         let out = with_lease(&leases, "poll", "me", TTL, || async {
             leases.calls.lock().unwrap().push("work".into());
             7
         })
         .await;
-        assert_eq!(out, Ok(Some(7)));
+        assert_eq!(out.unwrap(), Some(7));
         assert_eq!(
             leases.calls(),
             ["acquire poll me", "work", "release poll me"]
@@ -99,20 +103,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_lease_skips_the_work_and_releases_nothing() {
-        let leases = Scripted::new(true, Ok(true));
+        let leases = Scripted::new(true, false);
         let out = with_lease(&leases, "poll", "me", TTL, || async {
             panic!("the work ran under a held lease")
         })
         .await;
-        assert_eq!(out, Ok(None::<()>));
+        assert_eq!(out.unwrap(), None::<()>);
         assert_eq!(leases.calls(), ["acquire poll me"]);
     }
 
     #[tokio::test]
     async fn a_failed_release_still_returns_the_work() {
-        let leases = Scripted::new(false, Err(StateError::Transient("throttled".into())));
+        let leases = Scripted::new(false, true);
         let out = with_lease(&leases, "poll", "me", TTL, || async { "done" }).await;
-        assert_eq!(out, Ok(Some("done")));
+        assert_eq!(out.unwrap(), Some("done"));
         assert_eq!(leases.calls(), ["acquire poll me", "release poll me"]);
     }
 }
