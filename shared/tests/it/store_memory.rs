@@ -1,6 +1,6 @@
 //! The state-port conformance suite against the in-memory store.
 
-mod store_conformance;
+use crate::store_conformance;
 
 use shared::store::MemoryStore;
 use store_conformance::TestClock;

@@ -1,8 +1,7 @@
 //! The state-port conformance suite shared with the in-memory and DynamoDB adapters
-//! (`shared/tests/store_conformance`), run against the SQLite store.
+//! (`shared/tests/it/store_conformance.rs`), run against the SQLite store.
 
-#[path = "../../shared/tests/store_conformance/mod.rs"]
-mod store_conformance;
+use crate::store_conformance;
 
 use embedded_store::SqliteStore;
 use store_conformance::TestClock;

@@ -1,7 +1,7 @@
 //! The state ports on DynamoDB, against a moto server reached through the SDK's standard
 //! `AWS_ENDPOINT_URL` (see docs/state.md for how to run them). Each test makes its own table.
 
-mod store_conformance;
+use crate::store_conformance;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

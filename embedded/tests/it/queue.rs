@@ -1,9 +1,7 @@
 //! The SQLite queue behaves like SQS: visibility timeout, redelivery, receive counts, the
 //! redrive to dead letters, and the admin port (depth, list, replay).
 
-#[path = "../../shared/tests/store_conformance/mod.rs"]
-#[allow(dead_code)]
-mod store_conformance;
+use crate::store_conformance;
 
 use std::sync::Arc;
 use std::time::Duration;

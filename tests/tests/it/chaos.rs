@@ -21,7 +21,7 @@
 //! `CHAOS_CHANGES=10000 cargo test -p dam-sync-tests --release --test chaos -- --nocapture`.
 //! On moto the DAM changes at `CHAOS_AWS_CHANGES_PER_SEC` (default 10; see [`pace`]).
 
-mod chaos_support;
+use crate::chaos_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

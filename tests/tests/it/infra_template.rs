@@ -5,7 +5,7 @@
 //! from the template's own properties and run the project's adapters against them; they need a
 //! moto server at `AWS_ENDPOINT_URL` and fail without one.
 
-mod support;
+use crate::support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -522,7 +522,7 @@ fn poller_reads(stack: &Stack) -> (Result<PollerSettings, String>, BTreeSet<Stri
 }
 
 fn poller_main_names() -> BTreeSet<String> {
-    let main = include_str!("../../functions/reconcile-poller/src/main.rs");
+    let main = include_str!("../../../functions/reconcile-poller/src/main.rs");
     main.split('"')
         .skip(1)
         .step_by(2)
