@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests and benchmarks: start the simulators, build real
 //! clients pointed at them, generate valid assets.
 
+pub mod cfn;
 pub mod emf;
 pub mod lambda;
 
@@ -11,6 +12,9 @@ use shared::akeneo::config::parse_base_url;
 use shared::akeneo::{AkeneoClient, AkeneoConfig, Asset, AssetValue, Limits};
 use shared::queue::admin::{QueueAdmin, SqsQueueAdmin};
 use shared::store::dynamodb::{DynamoStore, create_table};
+
+/// The generic DAM's webhook signing secret in the tests: base64 of 32 test-only bytes.
+pub const GENERIC_SECRET: &str = "whsec_dGVzdC1vbmx5LWdlbmVyaWMtd2ViaG9vay1zZWNyZXQ=";
 
 /// The bulk route as the simulator accounts it.
 pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";

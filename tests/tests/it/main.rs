@@ -7,6 +7,7 @@ mod backfill_pipeline;
 mod chaos;
 mod chaos_support;
 mod consumer_pipeline;
+mod infra_moto;
 mod infra_template;
 mod ingest_adapters;
 mod ingest_attacks;
