@@ -4,6 +4,8 @@
 pub mod cfn;
 pub mod emf;
 pub mod lambda;
+pub mod logs;
+pub mod turns;
 
 use akeneo_sim::{AkeneoSim, Faults, SimConfig, SimHandle};
 use secrecy::SecretString;
@@ -148,6 +150,7 @@ pub async fn moto_config() -> aws_config::SdkConfig {
          (.ci/run starts one; by hand: moto_server -H 127.0.0.1 -p 5055, then \
          AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
     );
+    turns::wait_for_moto().await;
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(
             std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
