@@ -1,6 +1,6 @@
 //! Shared setup of the ingest tests: signing keys and secrets, a fake SNS certificate host,
 //! moto SQS queues, and a way to call the Lambda handler with a raw HTTP request.
-// Each test binary uses a different subset of these helpers.
+// The tests and the ingest benchmark each use a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::str::FromStr;
