@@ -13,6 +13,7 @@ use tracing::subscriber::{DefaultGuard, Interest};
 use tracing::{Metadata, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// Installs the process's global subscriber, once: events `RUST_LOG` selects (errors by
@@ -24,8 +25,9 @@ pub fn init() {
             .with(EnvFilter::from_default_env())
             .with(fmt::layer().with_test_writer())
             .with(AskEveryEvent);
-        // Only fails if something else installed one first; its callsites are then its own.
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        // Also forwards `log` records. Only fails if something else installed a global
+        // subscriber first, which then decides alone.
+        let _ = subscriber.try_init();
     });
 }
 
