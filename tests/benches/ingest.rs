@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p dam-sync-tests --bench ingest` (optional arg: iterations per DAM).
 //! Target: p99 < 1 ms per delivery.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -1,8 +1,11 @@
 //! Helpers shared by the end-to-end tests and benchmarks: start the simulators, build real
 //! clients pointed at them, generate valid assets.
 
+pub mod cfn;
 pub mod emf;
 pub mod lambda;
+pub mod logs;
+pub mod turns;
 
 use akeneo_sim::{AkeneoSim, Faults, SimConfig, SimHandle};
 use secrecy::SecretString;
@@ -13,6 +16,9 @@ use shared::queue::QueueAdmin;
 use shared::queue::sqs::SqsQueueAdmin;
 use shared::store::dynamodb::DynamoStore;
 use shared::testing::create_table;
+
+/// The generic DAM's webhook signing secret in the tests: base64 of 32 test-only bytes.
+pub const GENERIC_SECRET: &str = "whsec_dGVzdC1vbmx5LWdlbmVyaWMtd2ViaG9vay1zZWNyZXQ=";
 
 /// The bulk route as the simulator accounts it.
 pub const BULK_PATCH: &str = "PATCH /api/rest/v1/asset-families/{family}/assets";
@@ -146,6 +152,7 @@ pub async fn moto_config() -> aws_config::SdkConfig {
          (.ci/run starts one; by hand: moto_server -H 127.0.0.1 -p 5055, then \
          AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
     );
+    turns::wait_for_moto().await;
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(
             std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),

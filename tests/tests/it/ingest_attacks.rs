@@ -1,7 +1,7 @@
 //! Attack suite: every forged, replayed, tampered, oversized or misrouted delivery gets the
 //! right status and queues nothing (checked on a real moto SQS queue, one per case).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

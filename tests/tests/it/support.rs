@@ -1,6 +1,6 @@
 //! Shared setup of the ingest tests: signing keys and secrets, a fake SNS certificate host,
 //! moto SQS queues, and a way to call the Lambda handler with a raw HTTP request.
-// Each test binary uses a different subset of these helpers.
+// The tests and the ingest benchmark each use a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::str::FromStr;
@@ -14,7 +14,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-pub use dam_sync_tests::moto_config;
+pub use dam_sync_tests::{GENERIC_SECRET, moto_config};
 use lambda_http::Body;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -37,8 +37,6 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::Validity;
 
 pub const CLOUDINARY_SECRET: &str = "cld-test-api-secret-9f8e7d";
-/// base64 of 32 test-only bytes.
-pub const GENERIC_SECRET: &str = "whsec_dGVzdC1vbmx5LWdlbmVyaWMtd2ViaG9vay1zZWNyZXQ=";
 pub const OTHER_GENERIC_SECRET: &str = "whsec_YW5vdGhlci10ZXN0LW9ubHktc2VjcmV0LWtleS0xMjM=";
 pub const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:bynder-acme-asset-events";
 /// A second allowed topic, so TopicArn tampering is caught by the signature, not the list.

@@ -1,7 +1,7 @@
 //! The Lambda adapter end to end: a full API Gateway (HTTP API v2) event with a base64 body,
 //! SQS failures turning into 5xx, and the reqwest SNS client against a local HTTP server.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

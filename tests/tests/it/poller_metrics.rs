@@ -34,7 +34,7 @@ async fn a_dam_outage_keeps_the_cursor_and_logs_the_error_metric() {
         .with_writer(move || sink.clone())
         .finish();
     // Current-thread runtime: the whole run is polled on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = dam_sync_tests::logs::capture(subscriber);
 
     let source = Arc::new(MemorySource::default());
     let store = Arc::new(MemoryStore::new());

@@ -1,7 +1,7 @@
 //! Happy paths, one per DAM notification shape: real-format fixtures go through the Lambda
 //! handler into a moto SQS queue, and exactly the expected messages come back out.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

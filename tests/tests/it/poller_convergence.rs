@@ -4,7 +4,7 @@
 //! cursors, leases and asset versions live in DynamoDB (moto). These tests fail, never skip,
 //! without `AWS_ENDPOINT_URL`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

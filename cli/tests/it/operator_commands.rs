@@ -1,7 +1,7 @@
 //! The operator commands as an operator runs them: the real binary on a local store, on SQS
 //! and DynamoDB (moto at `AWS_ENDPOINT_URL`), and against backends it cannot reach.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,5 @@
 //! Mapping DAM assets: routing, filters, codes, coercions, uploads, hashes, delete policies.
 
-mod mapping_common;
-
 // Inside `mapping` so that `cargo test -p shared mapping` selects these tests.
 mod mapping {
     use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! the change queue in SQS, both on the moto server at `AWS_ENDPOINT_URL` (these tests fail
 //! without it).
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use shared::queue::{ChangeQueue, DeadLetters};
 use shared::store::dynamodb::DynamoStructureStore;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 
-use super::VISIBILITY;
+use crate::chaos::VISIBILITY;
 
 /// The consumer side of a queue, as the Lambda event source (or the local loop) drives it.
 #[async_trait]

@@ -1,7 +1,5 @@
 //! Checking a mapping against the PIM structure.
 
-mod mapping_common;
-
 // Inside `mapping` so that `cargo test -p shared mapping` selects these tests.
 mod mapping {
     use std::collections::{BTreeMap, HashMap};

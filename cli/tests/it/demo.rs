@@ -1,6 +1,6 @@
 //! `dam-sync demo` at a small size: exits 0 with a summary saying the PIM matches the DAM.
 
-mod common;
+use crate::common;
 
 use common::{dam_sync_command, run, text};
 

@@ -3,15 +3,12 @@
 use std::time::Duration;
 
 use akeneo_sim::Faults;
+use dam_sync_tests::turns::HEAVY;
 use dam_sync_tests::{BULK_PATCH, packshot, packshots, pim_client, start_pim};
 use futures::TryStreamExt;
 use serde_json::json;
 use shared::akeneo::{AkeneoError, AssetValue, Limits, Written};
 use tokio::time::Instant;
-
-/// The runs of thousands of assets take turns: on a 2-core machine, running them side by side
-/// would starve the client of the CPU it needs to react to a 429 in time.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)

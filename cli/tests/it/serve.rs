@@ -1,7 +1,7 @@
 //! `dam-sync serve` as a process: a webhook answered 2xx survives `kill -9` before the PIM
 //! write and lands after the restart; SIGTERM stops it cleanly.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

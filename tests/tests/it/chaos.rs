@@ -18,10 +18,10 @@
 //! window, and that no forged event was queued.
 //!
 //! Size: `CHAOS_CHANGES` DAM changes per backend (default 2,000), e.g.
-//! `CHAOS_CHANGES=10000 cargo test -p dam-sync-tests --release --test chaos -- --nocapture`.
+//! `CHAOS_CHANGES=10000 cargo test -p dam-sync-tests --release --test it chaos:: -- --nocapture`.
 //! On moto the DAM changes at `CHAOS_AWS_CHANGES_PER_SEC` (default 10; see [`pace`]).
 
-mod chaos_support;
+use crate::chaos_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,7 @@ use akeneo_sim::{Faults, SimConfig};
 use async_trait::async_trait;
 use chaos_support::Backend;
 use dam_sim::{DamSim, DamSimConfig, DamSimHandle, DeliveryKnobs, WebhookKind};
+use dam_sync_tests::turns::{HEAVY, moto_to_itself};
 use dam_sync_tests::{CONSUMER_MAPPING, pim_config, serve_ingest};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -195,10 +196,7 @@ struct Run {
 
 async fn chaos(backend: Backend) {
     // RUST_LOG=shared=warn shows why messages are retried.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    dam_sync_tests::logs::init();
     let n_changes = changes();
     let per_sec = pace(backend.name);
     let n_assets = (n_changes / 4).max(50);
@@ -719,19 +717,23 @@ fn same_values(expected: &shared::mapping::MapOutcome, pim: &Value) -> bool {
     want == have
 }
 
-/// The two runs take turns: the embedded run's CPU would starve moto's one core and push the
-/// paced AWS run behind its queue (see [`pace`]).
-static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// The two runs take turns, with each other and with the other CPU-heavy tests: the embedded
+// run's CPU would starve moto's one core and push the paced AWS run behind its queue (see
+// [`pace`]). With two test threads, the run waiting for its turn also keeps the rest of the
+// binary from starting beside the AWS run.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_on_the_aws_adapters() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().await;
-    chaos(chaos_support::aws().await).await;
+    let _turn = HEAVY.lock().await;
+    let backend = chaos_support::aws().await;
+    // The pace is what moto serves to this run alone: other tests' moto calls wait for its end.
+    let _moto = moto_to_itself().await;
+    chaos(backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_on_the_embedded_store() {
-    let _turn = ONE_RUN_AT_A_TIME.lock().await;
+    let _turn = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     chaos(chaos_support::embedded(dir.path()).await).await;
 }

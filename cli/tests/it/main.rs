@@ -1,0 +1,7 @@
+//! Tests of the `dam-sync` binary, in one test binary.
+
+mod common;
+mod demo;
+mod operator_commands;
+mod pim_commands;
+mod serve;

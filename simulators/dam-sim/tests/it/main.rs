@@ -1,0 +1,4 @@
+//! Tests of the DAM simulator, in process and as a binary, in one test binary.
+
+mod binary;
+mod sim;
