@@ -382,10 +382,7 @@ async fn the_ingest_function_reads_the_templates_secret() {
     // The function's environment as deployed: the template's, with the secret's real ARN.
     let mut env = stack.env(INGEST);
     env.insert(shared::secrets::SECRETS_ARN.into(), arn);
-    env.insert(
-        "QUEUE_URL".into(),
-        "https://queue.example".into(),
-    );
+    env.insert("QUEUE_URL".into(), "https://queue.example".into());
     let config = webhook_ingest::load_config(&aws, |name| env.get(name).cloned())
         .await
         .unwrap();

@@ -133,7 +133,10 @@ fn the_template_and_its_secrets_configure_every_function_fully() {
         assert!(dams.contains(&dam), "{dam:?} not configured: {settings:?}");
     }
     assert_eq!(settings.dlq_url, ref_to("DeadLetterQueue"));
-    assert_eq!(settings.akeneo.base_url.as_str(), "https://pim.example.com/");
+    assert_eq!(
+        settings.akeneo.base_url.as_str(),
+        "https://pim.example.com/"
+    );
 
     let (poller, poller_names) = poller_reads(&stack);
     let poller = poller.unwrap();
