@@ -12,11 +12,12 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
+use super::StructureStore;
 use super::auth::Authenticator;
 use super::config::{AkeneoConfig, Limits};
 use super::error::AkeneoError;
 use super::model::{AssetAttribute, AssetFamily, AttributeOption, FamilyStructure};
-use super::structure::{MemoryStructureStore, StructureStore};
+use super::structure::MemoryStructureStore;
 use super::transport::{Call, CallCounts, Payload, Reply, Transport};
 
 /// A client for one Akeneo Connection. Cheap to clone: clones share the token, the pacing

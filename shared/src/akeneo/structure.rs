@@ -11,18 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+pub use super::StructureStore;
 use super::model::FamilyStructure;
 use crate::store::StateError;
-
-/// Keeps family structures for a while.
-#[async_trait]
-pub trait StructureStore: Send + Sync {
-    /// The cached structure, if present and still fresh.
-    async fn get(&self, family: &str) -> Result<Option<Arc<FamilyStructure>>, StateError>;
-    async fn put(&self, structure: Arc<FamilyStructure>) -> Result<(), StateError>;
-    /// Forgets a family (its structure changed under us: a 422 named an unknown attribute).
-    async fn invalidate(&self, family: &str) -> Result<(), StateError>;
-}
 
 /// In-process store with a TTL.
 pub struct MemoryStructureStore {

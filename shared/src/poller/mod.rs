@@ -19,7 +19,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+
+use crate::akeneo::AkeneoError;
 
 use crate::dam::{AssetSource, DamAsset, DamKind};
 use crate::queue::ChangeQueue;
@@ -31,7 +34,7 @@ use crate::time::epoch_ms;
 mod settings;
 mod sweep;
 
-pub use sweep::{CodePage, PimCodes, SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
+pub use sweep::{SweepError, SweepPorts, SweepReport, SweepSettings, Sweeper};
 
 pub use settings::{PollKeys, PollerSettings, SettingsError};
 
@@ -42,6 +45,24 @@ mod task;
 
 pub use report::{PollError, PollMetrics, RunReport, StopReason};
 pub use task::{Task, UnknownMode};
+
+/// One page of PIM asset codes and where the page after it starts (`None` on the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodePage {
+    pub codes: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// The PIM side of the sweep: the asset codes of a family, page by page.
+pub trait PimCodes: Send + Sync {
+    /// Pages from the start of the family's list, or from `from`, a `next` of an earlier page.
+    fn codes<'a>(
+        &'a self,
+        family: &'a str,
+        from: Option<String>,
+        deadline: tokio::time::Instant,
+    ) -> BoxStream<'a, Result<CodePage, AkeneoError>>;
+}
 
 /// Which listing a run walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::akeneo::AkeneoError;
@@ -36,30 +35,12 @@ use crate::store::{
     with_lease,
 };
 
-use super::{PollMetrics, StopReason};
+use super::{PimCodes, PollMetrics, StopReason};
 use crate::time::epoch_ms;
 
 /// Ids per DAM fetch call: every adapter accepts 100 (Cloudinary `by_asset_ids`, the generic
 /// contract; Bynder's `ids=` filter).
 const FETCH_CHUNK: usize = 100;
-
-/// One page of PIM asset codes and where the page after it starts (`None` on the last).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodePage {
-    pub codes: Vec<String>,
-    pub next: Option<String>,
-}
-
-/// The PIM side of the sweep: the asset codes of a family, page by page.
-pub trait PimCodes: Send + Sync {
-    /// Pages from the start of the family's list, or from `from`, a `next` of an earlier page.
-    fn codes<'a>(
-        &'a self,
-        family: &'a str,
-        from: Option<String>,
-        deadline: tokio::time::Instant,
-    ) -> BoxStream<'a, Result<CodePage, AkeneoError>>;
-}
 
 /// The ports the sweep works through.
 #[derive(Clone)]

@@ -23,6 +23,7 @@ use url::Url;
 use x509_cert::Certificate;
 use x509_cert::der::{DecodePem, Encode};
 
+pub use super::{CertificateFetcher, SubscriptionConfirmer};
 use crate::dam::WebhookError;
 use crate::dam::verify::check_window;
 use crate::time::parse_rfc3339_ms;
@@ -158,18 +159,6 @@ fn is_sns_host(host: &str) -> bool {
         .or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
     matches!(region, Some(r) if !r.is_empty()
         && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
-}
-
-/// Downloads a signing certificate (PEM). Only called with URLs that passed [`check_sns_url`].
-#[async_trait]
-pub trait CertificateFetcher: Send + Sync {
-    async fn fetch_certificate(&self, url: &Url) -> Result<Vec<u8>, String>;
-}
-
-/// Confirms a subscription by GETting its `SubscribeURL` (already checked like a cert URL).
-#[async_trait]
-pub trait SubscriptionConfirmer: Send + Sync {
-    async fn confirm_subscription(&self, url: &Url) -> Result<(), String>;
 }
 
 /// Both SNS calls over reqwest. Redirects are not followed: a redirect could leave the SNS host.
