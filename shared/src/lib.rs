@@ -3,6 +3,14 @@
 //! Everything the Lambda functions and the CLI do lives here, behind ports named by capability
 //! (what the pipeline needs) with adapters named by vendor (Akeneo, Cloudinary, ...). Handlers
 //! stay thin: they parse their trigger, call into this crate and map the outcome.
+//!
+//! The ports (docs/architecture.md has their adapters):
+//! - queue: [`queue::ChangeQueue`], [`queue::DeadLetters`], [`queue::QueueAdmin`];
+//! - state: [`store::AssetStateStore`], [`store::CursorStore`], [`store::LeaseStore`],
+//!   [`akeneo::StructureStore`];
+//! - DAM: [`dam::AssetSource`], [`dam::WebhookVerifier`], and for Bynder's SNS
+//!   [`dam::bynder::CertificateFetcher`], [`dam::bynder::SubscriptionConfirmer`];
+//! - PIM: [`consumer::PimWriter`], [`poller::PimCodes`]; media: [`consumer::MediaSource`].
 
 pub mod akeneo;
 pub mod aws;

@@ -16,7 +16,7 @@
 //! - [`MediaSource`] (declared here): the bytes of `media_file` values; adapter [`HttpMedia`];
 //! - [`AssetSource`]: DAM reads (`dam/`);
 //! - [`AssetStateStore`], [`LeaseStore`]: applied versions and per-asset leases (`store/`);
-//! - [`DeadLetters`]: the consumer's dead-letter queue (`queue/dlq.rs`).
+//! - [`DeadLetters`]: the consumer's dead-letter queue (`queue/`).
 //!
 //! One file per step: `read` (DAM, states, structures), `locks`, `plan` (version guard and
 //! mapping), `media` (file transfers), `write` (options, bulk upserts, records), `retire`
