@@ -350,9 +350,15 @@ impl<'de> Deserializer<'de> for Probe<'_, '_> {
 }
 
 /// A secret setting: inline text, or in the config file `{ env = "VARIABLE" }` to read it from
-/// the environment when the file is loaded (so the file itself holds no credential).
+/// the environment when the file is loaded (so the file itself holds no credential). An unset
+/// variable is an error only where the secret is used ([`Secret::require`]): a command that
+/// does not talk to the PIM needs no PIM password.
 #[derive(Clone)]
-pub struct Secret(pub SecretString);
+pub struct Secret {
+    value: SecretString,
+    /// The variable it was read from, to name it when it was unset.
+    env: Option<String>,
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -362,14 +368,38 @@ impl fmt::Debug for Secret {
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Secret(SecretString::from(value))
+        Secret {
+            value: SecretString::from(value),
+            env: None,
+        }
     }
 }
 
 impl Secret {
+    /// The text; empty when it was read from an unset variable.
     pub fn expose(&self) -> &str {
         use secrecy::ExposeSecret;
-        self.0.expose_secret()
+        self.value.expose_secret()
+    }
+
+    /// The secret of `key`, or an error naming what is missing: the key, or the variable the
+    /// file said to read it from.
+    pub fn require(
+        secret: &Option<Secret>,
+        key: &str,
+        hint: &str,
+    ) -> Result<SecretString, SettingError> {
+        match secret {
+            Some(s) if !s.expose().trim().is_empty() => Ok(s.value.clone()),
+            Some(Secret { env: Some(env), .. }) => Err(SettingError::missing(
+                key,
+                format!(
+                    "it reads the environment variable {env}, which is not set; export it or \
+                     write the value inline"
+                ),
+            )),
+            _ => Err(SettingError::missing(key, hint)),
+        }
     }
 }
 
@@ -381,21 +411,18 @@ impl<'de> Deserialize<'de> for Secret {
             Inline(String),
             Env { env: String },
         }
-        match Raw::deserialize(d)? {
-            Raw::Inline(s) => Ok(Secret(SecretString::from(s))),
-            Raw::Env { env } => match std::env::var(&env) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret(SecretString::from(v.trim()))),
-                _ => Err(de::Error::custom(format!(
-                    "reads the environment variable {env}, which is not set; export it or \
-                     write the value inline"
-                ))),
+        Ok(match Raw::deserialize(d)? {
+            Raw::Inline(s) => Secret::from(s.as_str()),
+            Raw::Env { env } => Secret {
+                value: SecretString::from(std::env::var(&env).unwrap_or_default().trim()),
+                env: Some(env),
             },
-        }
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
 
     use super::*;
@@ -410,7 +437,8 @@ mod tests {
         on: Option<bool>,
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// A lookup over `pairs`, as tests of every settings reader pass instead of the environment.
+    pub(crate) fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -451,12 +479,14 @@ mod tests {
     }
 
     #[test]
-    fn secrets_read_from_the_environment_say_which_variable_is_missing() {
-        let e = toml::from_str::<HashMap<String, Secret>>(
-            "s = { env = \"DAM_SYNC_TEST_SURELY_UNSET\" }",
-        )
-        .unwrap_err();
+    fn secrets_read_from_the_environment_say_which_variable_is_missing_when_used() {
+        let unset: HashMap<String, Secret> =
+            toml::from_str("s = { env = \"DAM_SYNC_TEST_SURELY_UNSET\" }").unwrap();
+        let e = Secret::require(&Some(unset["s"].clone()), "password", "hint").unwrap_err();
+        assert_eq!(e.name(), Some("password"));
         assert!(e.to_string().contains("DAM_SYNC_TEST_SURELY_UNSET"), "{e}");
+        let e = Secret::require(&None, "password", "use the API password").unwrap_err();
+        assert!(e.to_string().contains("use the API password"), "{e}");
         let ok: HashMap<String, Secret> = toml::from_str("s = 'inline'").unwrap();
         assert_eq!(ok["s"].expose(), "inline");
         assert_eq!(format!("{:?}", ok["s"]), "Secret([REDACTED])");

@@ -143,13 +143,6 @@ impl AkeneoConfig {
                 .map(str::to_owned)
                 .ok_or_else(|| SettingError::missing(key, hint))
         };
-        let secret = |key: &str, value: &Option<Secret>, hint: &str| {
-            value
-                .as_ref()
-                .filter(|s| !s.expose().trim().is_empty())
-                .map(|s| s.0.clone())
-                .ok_or_else(|| SettingError::missing(key, hint))
-        };
         let connection = "copy it from the PIM's Connection settings";
         let raw_url = required(
             "base_url",
@@ -158,15 +151,15 @@ impl AkeneoConfig {
         )?;
         let base_url = parse_base_url(&raw_url)?;
         let client_id = required("client_id", &raw.client_id, connection)?;
-        let client_secret = secret("client_secret", &raw.client_secret, connection)?;
+        let client_secret = Secret::require(&raw.client_secret, "client_secret", connection)?;
         let username = required(
             "username",
             &raw.username,
             "use the Connection's API username",
         )?;
-        let password = secret(
-            "password",
+        let password = Secret::require(
             &raw.password,
+            "password",
             "use the Connection's API password",
         )?;
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use url::Url;
 
@@ -175,8 +176,8 @@ impl DamSettings {
                     "api_url",
                     required("api_url", &g.api_url, "the DAM's contract base")?,
                 )?;
-                let token = required_secret("api_token", &g.api_token, "the DAM's bearer token")?;
-                GenericApi::new(GenericApiSettings::new(url, token.0.clone()))
+                let token = Secret::require(&g.api_token, "api_token", "the DAM's bearer token")?;
+                GenericApi::new(GenericApiSettings::new(url, token))
                     .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
             }
             DamSettings::Cloudinary(c) => {
@@ -184,9 +185,7 @@ impl DamSettings {
                 let mut api = CloudinaryApiSettings::new(
                     required("cloud_name", &c.cloud_name, hint)?.to_owned(),
                     required("api_key", &c.api_key, hint)?.to_owned(),
-                    required_secret("api_secret", &c.api_secret, hint)?
-                        .0
-                        .clone(),
+                    Secret::require(&c.api_secret, "api_secret", hint)?,
                 );
                 if let Some(base) = &c.api_base {
                     api.api_base = url("api_base", base)?;
@@ -197,8 +196,8 @@ impl DamSettings {
             DamSettings::Bynder(b) => {
                 let hint = "the portal address and a permanent token (Settings > Permanent tokens)";
                 let url = url("portal_url", required("portal_url", &b.portal_url, hint)?)?;
-                let token = required_secret("token", &b.token, hint)?;
-                BynderApi::new(BynderApiSettings::new(url, token.0.clone()))
+                let token = Secret::require(&b.token, "token", hint)?;
+                BynderApi::new(BynderApiSettings::new(url, token))
                     .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
             }
         };
@@ -217,7 +216,8 @@ impl DamSettings {
             .webhook_secrets
             .iter()
             .map(|s| {
-                SigningSecret::parse(s.expose()).map_err(|reason| {
+                let secret = Secret::require(&Some(s.clone()), "webhook_secrets", "")?;
+                SigningSecret::parse(secret.expose_secret()).map_err(|reason| {
                     SettingError::invalid(
                         "webhook_secrets",
                         "(hidden)",
@@ -238,10 +238,11 @@ impl DamSettings {
         let DamSettings::Cloudinary(c) = self else {
             return Ok(None);
         };
-        let Some(secret) = &c.api_secret else {
+        if c.api_secret.is_none() {
             return Ok(None);
-        };
-        let mut s = CloudinarySettings::new(secret.0.clone());
+        }
+        let secret = Secret::require(&c.api_secret, "api_secret", "the Cloudinary API secret")?;
+        let mut s = CloudinarySettings::new(secret);
         if let Some(alg) = &c.signature_algorithm {
             s.algorithm = alg
                 .parse::<SignatureAlgorithm>()
@@ -282,17 +283,6 @@ fn required<'a>(key: &str, value: &'a Option<String>, hint: &str) -> Result<&'a 
         .ok_or_else(|| SettingError::missing(key, hint))
 }
 
-fn required_secret<'a>(
-    key: &str,
-    value: &'a Option<Secret>,
-    hint: &str,
-) -> Result<&'a Secret, SettingError> {
-    value
-        .as_ref()
-        .filter(|s| !s.expose().trim().is_empty())
-        .ok_or_else(|| SettingError::missing(key, hint))
-}
-
 fn url(key: &str, raw: &str) -> Result<Url, SettingError> {
     Url::parse(raw.trim()).map_err(|e| {
         SettingError::invalid(
@@ -305,17 +295,8 @@ fn url(key: &str, raw: &str) -> Result<Url, SettingError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::settings::tests::vars;
 
     #[test]
     fn the_file_table_and_the_variables_give_the_same_settings() {
