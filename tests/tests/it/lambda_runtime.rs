@@ -358,13 +358,13 @@ async fn the_three_binaries_carry_a_webhook_to_the_pim_and_the_poller_fills_gaps
     assert!(
         ingest_logs
             .iter()
-            .any(|l| l["message"] == "webhook accepted" && l["dam_ids"] == "rt_1"),
+            .any(|l| l["message"] == "Webhook accepted." && l["dam_ids"] == "rt_1"),
         "{ingest_logs:?}"
     );
     assert!(
         ingest_logs
             .iter()
-            .any(|l| l["message"] == "webhook rejected" && l["status"] == 401)
+            .any(|l| l["message"] == "Webhook rejected." && l["status"] == 401)
     );
     log_lines(&poller);
 
