@@ -125,6 +125,19 @@ pub fn required(
         .ok_or_else(|| SettingError::missing(name, hint))
 }
 
+/// A required text field of a settings struct: trimmed, and missing when unset or blank.
+pub fn required_text<'a>(
+    key: &str,
+    value: &'a Option<String>,
+    hint: &str,
+) -> Result<&'a str, SettingError> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| SettingError::missing(key, hint))
+}
+
 /// Whether any variable of `T`'s fields is set under `prefix`.
 pub fn any_set<T: DeserializeOwned>(
     prefix: &'static str,

@@ -10,7 +10,9 @@ use shared::akeneo::AkeneoConfig;
 use shared::consumer::{BatchOutcome, Consumer, ConsumerSettings, InboundMessage};
 use shared::dam::AssetSource;
 use shared::dam::settings::DamSettings;
+use shared::mapping::Mapping;
 use shared::settings::{self, SettingError};
+use shared::store::dynamodb::TABLE_NAME_ENV;
 use tokio::time::Instant;
 
 /// Everything the function reads at a cold start (after `SECRETS_ARN`, read first), named in
@@ -49,11 +51,9 @@ impl Settings {
         get: impl Fn(&str) -> Option<String>,
         default_mapping: PathBuf,
     ) -> Result<Settings, SettingError> {
-        let mapping_path = get("MAPPING_PATH")
-            .filter(|v| !v.trim().is_empty())
-            .map_or(default_mapping, PathBuf::from);
+        let mapping_path = Mapping::path_from_lookup(&get, default_mapping);
         let dlq_url = settings::required(&get, "DLQ_URL", "the dead-letter queue's URL")?;
-        let table_name = settings::required(&get, "TABLE_NAME", "the state table's name")?;
+        let table_name = settings::required(&get, TABLE_NAME_ENV, "the state table's name")?;
         let tuning = ConsumerSettings::from_lookup(&get)?;
         let akeneo = AkeneoConfig::from_lookup(&get)?;
         let mut sources = Vec::new();

@@ -18,6 +18,7 @@ use shared::mapping::Mapping;
 use shared::poller::{Poller, PollerSettings, SweepPorts, SweepSettings, Sweeper, Task};
 use shared::queue::ChangeQueue;
 use shared::settings::{self, SettingError};
+use shared::store::dynamodb::TABLE_NAME_ENV;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 
 /// Everything the function reads at a cold start (after `SECRETS_ARN`, read first), named in
@@ -46,16 +47,14 @@ impl Settings {
         default_mapping: PathBuf,
     ) -> Result<Self, SettingError> {
         let queue_url = settings::required(&get, "QUEUE_URL", "the change queue's URL")?;
-        let table_name = settings::required(&get, "TABLE_NAME", "the state table's name")?;
+        let table_name = settings::required(&get, TABLE_NAME_ENV, "the state table's name")?;
         let poller = PollerSettings::from_lookup(&get)?;
         let dam = DamSettings::from_lookup(&get)?;
         let sweep = match get("AKENEO_BASE_URL") {
             None => None,
             Some(_) => Some(SweepConfig {
                 pim: AkeneoConfig::from_lookup(&get)?,
-                mapping_path: get("MAPPING_PATH")
-                    .filter(|p| !p.trim().is_empty())
-                    .map_or(default_mapping, PathBuf::from),
+                mapping_path: Mapping::path_from_lookup(&get, default_mapping),
             }),
         };
         Ok(Settings {

@@ -136,12 +136,7 @@ impl AkeneoConfig {
     /// with [`SettingError::at`] for the front they came from.
     pub fn from_settings(raw: &PimSettings) -> Result<Self, ConfigError> {
         let required = |key: &str, value: &Option<String>, hint: &str| {
-            value
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .ok_or_else(|| SettingError::missing(key, hint))
+            settings::required_text(key, value, hint).map(str::to_owned)
         };
         let connection = "copy it from the PIM's Connection settings";
         let raw_url = required(

@@ -18,7 +18,7 @@ use super::cloudinary::webhook::{CloudinarySettings, SignatureAlgorithm};
 use super::generic::api::{GenericApi, GenericApiSettings};
 use super::generic::webhook::{GenericSettings, SigningSecret};
 use super::{AssetSource, DamKind};
-use crate::settings::{self, Origin, Secret, SettingError};
+use crate::settings::{self, Origin, Secret, SettingError, required_text as required};
 
 /// Admin API calls per hour the poller leaves to the consumer by default (Cloudinary's free
 /// tier has 500).
@@ -124,7 +124,7 @@ impl DamSettings {
                 SettingError::invalid(DAM_KIND, raw.trim(), "use generic, cloudinary or bynder")
             })?,
         };
-        Self::read(kind, &get)
+        Self::read(kind, &with_legacy(&get))
     }
 
     /// Every DAM with at least one of its variables set (the ingest function and the consumer
@@ -148,13 +148,13 @@ impl DamSettings {
         Ok(out)
     }
 
+    /// `get` already falls back to the legacy names.
     fn read(kind: DamKind, get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
-        let get = with_legacy(get);
         let prefix = env_prefix(kind);
         Ok(match kind {
-            DamKind::Generic => DamSettings::Generic(settings::from_lookup(prefix, &get)?),
-            DamKind::Cloudinary => DamSettings::Cloudinary(settings::from_lookup(prefix, &get)?),
-            DamKind::Bynder => DamSettings::Bynder(settings::from_lookup(prefix, &get)?),
+            DamKind::Generic => DamSettings::Generic(settings::from_lookup(prefix, get)?),
+            DamKind::Cloudinary => DamSettings::Cloudinary(settings::from_lookup(prefix, get)?),
+            DamKind::Bynder => DamSettings::Bynder(settings::from_lookup(prefix, get)?),
         })
     }
 
@@ -273,14 +273,6 @@ impl DamSettings {
 /// `get`, falling back to the names of earlier releases.
 fn with_legacy(get: &dyn Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name: &str| get(name).or_else(|| legacy(name).and_then(get))
-}
-
-fn required<'a>(key: &str, value: &'a Option<String>, hint: &str) -> Result<&'a str, SettingError> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| SettingError::missing(key, hint))
 }
 
 fn url(key: &str, raw: &str) -> Result<Url, SettingError> {

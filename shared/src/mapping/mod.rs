@@ -199,6 +199,16 @@ impl Mapping {
             .unwrap_or_else(|| std::path::PathBuf::from("mapping.toml"))
     }
 
+    /// The mapping file a function reads: `MAPPING_PATH` through `get`, else `default`.
+    pub fn path_from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+        default: std::path::PathBuf,
+    ) -> std::path::PathBuf {
+        get("MAPPING_PATH")
+            .filter(|p| !p.trim().is_empty())
+            .map_or(default, std::path::PathBuf::from)
+    }
+
     pub fn from_path(path: &Path) -> Result<Mapping, MappingError> {
         let text = std::fs::read_to_string(path).map_err(|source| MappingError::Io {
             path: path.to_path_buf(),
