@@ -336,8 +336,13 @@ impl Config {
     }
 
     /// The consumer's tuning, through the same validation as the `CONSUMER_*` variables.
+    /// The consumer's tuning. Its delivery limit is the embedded queue's own `max_receives`,
+    /// so a message failing on its last delivery is parked by the consumer with its reason.
     pub fn consumer(&self) -> Result<ConsumerSettings, ConfigError> {
-        ConsumerSettings::from_keys(&self.raw.consumer.tuning).map_err(|e| self.at("consumer", e))
+        let mut settings = ConsumerSettings::from_keys(&self.raw.consumer.tuning)
+            .map_err(|e| self.at("consumer", e))?;
+        settings.max_receives = self.raw.consumer.max_receives;
+        Ok(settings)
     }
 
     /// The mapping, from its file or inline.

@@ -175,6 +175,7 @@ impl Runtime {
         let messages = received
             .iter()
             .map(|m| InboundMessage {
+                receive_count: m.receive_count,
                 id: m.message_id.clone(),
                 body: m.body.clone(),
             })

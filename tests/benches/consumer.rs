@@ -57,6 +57,7 @@ fn batch(messages: usize, assets: usize, seed: u64) -> Vec<InboundMessage> {
                 received_at_ms: i as i64,
             };
             InboundMessage {
+                receive_count: 1,
                 id: format!("m{i}"),
                 body: serde_json::to_string(&event).expect("event JSON"),
             }

@@ -107,6 +107,7 @@ async fn main() {
                 received_at_ms: b as i64,
             };
             messages.push(InboundMessage {
+                receive_count: 1,
                 id: format!("b{b}m{i}"),
                 body: serde_json::to_string(&event).expect("event JSON"),
             });

@@ -126,6 +126,7 @@ async fn main() {
             .iter()
             .enumerate()
             .map(|(i, e)| InboundMessage {
+                receive_count: 1,
                 id: format!("{b}-{i}"),
                 body: serde_json::to_string(e).expect("event json"),
             })

@@ -141,6 +141,7 @@ impl ChangeQueue for ChannelQueue {
             })?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             batch.push(InboundMessage {
+                receive_count: 1,
                 id: format!("m{id}"),
                 body,
             });
@@ -281,6 +282,7 @@ pub async fn backfill_into_pim(
                     .into_iter()
                     .filter_map(|(id, _reason)| {
                         bodies.get(&id).map(|b| InboundMessage {
+                            receive_count: 1,
                             id,
                             body: b.clone(),
                         })

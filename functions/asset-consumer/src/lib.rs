@@ -87,6 +87,13 @@ pub fn to_messages(event: SqsEvent) -> Vec<InboundMessage> {
         .records
         .into_iter()
         .map(|r| InboundMessage {
+            // Lambda passes SQS's ApproximateReceiveCount; a record without it is a first
+            // delivery as far as we can tell.
+            receive_count: r
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
             id: r.message_id.unwrap_or_default(),
             body: r.body.unwrap_or_default(),
         })

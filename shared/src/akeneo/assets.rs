@@ -48,6 +48,12 @@ pub struct ItemFailure {
     /// The PIM named an attribute or option it does not know: the structure we mapped against
     /// may be stale (it was invalidated; a retry after a fresh read may pass).
     pub unknown_structure: bool,
+    /// The whole request failed (no per-item answer): credentials, rights, a proxy, an outage.
+    /// Nothing is known to be wrong with the item itself.
+    pub whole_request: bool,
+    /// The request may have reached the PIM and may still be applied there (it timed out or
+    /// the connection broke after sending): a later write must not overtake it.
+    pub outcome_unknown: bool,
 }
 
 impl ItemFailure {
@@ -58,6 +64,8 @@ impl ItemFailure {
             errors: vec![],
             retriable: error.is_retriable(),
             unknown_structure: false,
+            whole_request: true,
+            outcome_unknown: error.outcome_unknown(),
         }
     }
 
@@ -372,6 +380,8 @@ fn permanent(message: String) -> ItemFailure {
         errors: vec![],
         retriable: false,
         unknown_structure: false,
+        whole_request: false,
+        outcome_unknown: false,
     }
 }
 
@@ -382,6 +392,8 @@ fn retriable_gap() -> ItemFailure {
         errors: vec![],
         retriable: true,
         unknown_structure: false,
+        whole_request: false,
+        outcome_unknown: false,
     }
 }
 
@@ -452,6 +464,8 @@ fn outcome(r: ItemResult) -> ItemOutcome {
                 errors: r.errors,
                 retriable: super::error::is_retriable_status(status),
                 unknown_structure,
+                whole_request: false,
+                outcome_unknown: false,
             })
         }
     }

@@ -49,6 +49,16 @@ impl AkeneoError {
         }
     }
 
+    /// Whether the request may have reached the PIM and still be applied there: no answer
+    /// came after it was sent (a timeout, a broken connection, our own deadline).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            AkeneoError::Timeout(_) | AkeneoError::Deadline(_) => true,
+            AkeneoError::Unreachable { source, .. } => !source.is_connect(),
+            _ => false,
+        }
+    }
+
     /// The HTTP status, when the PIM answered.
     pub fn status(&self) -> Option<u16> {
         match self {

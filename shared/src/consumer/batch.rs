@@ -146,6 +146,11 @@ pub(super) struct Batch {
     pub(super) cutoff: Instant,
     pub(super) deadline: Instant,
     pub(super) media_uploaded: u64,
+    /// Changes whose PIM write may still land (it timed out): their leases are kept.
+    pub(super) unknown_outcome: Vec<usize>,
+    /// Changes with a media file its server no longer has, and why: resolved by a DAM read
+    /// (see `Consumer::resolve_missing_media`).
+    pub(super) media_missing: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -164,6 +169,8 @@ impl Batch {
             cutoff,
             deadline,
             media_uploaded: 0,
+            unknown_outcome: Vec::new(),
+            media_missing: Vec::new(),
         }
     }
 
@@ -192,8 +199,11 @@ pub(super) fn pim_fate(error: &AkeneoError) -> Fate {
     }
 }
 
+/// A refused item is dead-lettered only when the PIM refused that item: a whole request that
+/// failed (revoked credentials, missing rights, a proxy's HTML page, an outage) says nothing
+/// about the item and is retried; the client has already replayed a 401 with a new token.
 pub(super) fn item_fate(failure: &ItemFailure) -> Fate {
-    if failure.retriable {
+    if failure.retriable || failure.whole_request {
         Fate::Retry(failure.reason())
     } else {
         Fate::Dead(failure.reason())

@@ -67,6 +67,12 @@ impl MediaSource for HttpMedia {
                 .await
                 .map_err(|e| transient(e.to_string()))?;
             let status = response.status();
+            if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+                return Err(MediaError::NotFound {
+                    url: url.to_string(),
+                    reason: format!("the server answered {status}"),
+                });
+            }
             if !status.is_success() {
                 let reason = format!("the server answered {status}");
                 return Err(

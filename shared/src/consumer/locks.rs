@@ -14,8 +14,9 @@ const LOCKED: &str = "another invocation is applying this asset: left for redeli
 
 impl Consumer {
     /// Takes the lease of every open change's asset; a change whose lease another invocation
-    /// holds (or that cannot be read) is left for redelivery. Returns the owner and the names.
-    pub(super) async fn lock_assets(&self, batch: &mut Batch) -> (String, Vec<String>) {
+    /// holds (or that cannot be read) is left for redelivery. Returns the owner and the held
+    /// leases' names by change.
+    pub(super) async fn lock_assets(&self, batch: &mut Batch) -> (String, Vec<(usize, String)>) {
         let owner = format!("consumer-{:016x}", fastrand::u64(..));
         let Some(locks) = &self.locks else {
             return (owner, Vec::new());
@@ -50,7 +51,7 @@ impl Consumer {
         let mut held = Vec::new();
         for (idx, name, got) in results {
             match got {
-                Ok(true) => held.push(name),
+                Ok(true) => held.push((idx, name)),
                 Ok(false) => batch.settle(idx, Fate::Retry(LOCKED.into())),
                 Err(e) => batch.settle(idx, Fate::Retry(format!("taking the asset's lease: {e}"))),
             }
@@ -58,13 +59,34 @@ impl Consumer {
         (owner, held)
     }
 
-    /// Releases the leases; one that fails to release expires with its TTL.
-    pub(super) async fn unlock_assets(&self, owner: &str, held: Vec<String>) {
+    /// Releases the leases; one that fails to release expires with its TTL. The lease of an
+    /// asset whose PIM write may still land is renewed for `unknown_outcome_hold` instead: a
+    /// newer write by another invocation could otherwise reach the PIM before the abandoned
+    /// older one, leaving the PIM behind the recorded version.
+    pub(super) async fn unlock_assets(
+        &self,
+        batch: &Batch,
+        owner: &str,
+        held: Vec<(usize, String)>,
+    ) {
         let Some(locks) = &self.locks else {
             return;
         };
-        futures::stream::iter(held.into_iter().map(|name| async move {
-            if let Err(e) = locks.release(&name, owner).await {
+        let hold = self.settings.unknown_outcome_hold;
+        futures::stream::iter(held.into_iter().map(|(idx, name)| async move {
+            if batch.unknown_outcome.contains(&idx) {
+                match locks.acquire(&name, owner, hold).await {
+                    Ok(true) => tracing::info!(
+                        lease = %name,
+                        hold_secs = hold.as_secs(),
+                        "PIM write outcome unknown; asset lease kept until it can no longer land."
+                    ),
+                    Ok(false) => tracing::warn!(lease = %name, "Asset lease lost before its hold."),
+                    Err(e) => {
+                        tracing::warn!(lease = %name, error = %e, "Asset lease not extended.")
+                    }
+                }
+            } else if let Err(e) = locks.release(&name, owner).await {
                 tracing::warn!(lease = %name, error = %e, "Asset lease not released; it expires.");
             }
         }))

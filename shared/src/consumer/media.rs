@@ -28,12 +28,23 @@ pub enum MediaError {
     /// Not an http(s) URL, 4xx, larger than the limit: retrying the same URL won't help.
     #[error("downloading {url}: {reason}")]
     Permanent { url: String, reason: String },
+    /// 404 or 410: the file is gone, most often because the DAM deleted the asset after the
+    /// event was sent. The consumer asks the DAM before deciding anything.
+    #[error("downloading {url}: {reason}")]
+    NotFound { url: String, reason: String },
 }
 
 impl MediaError {
     pub fn is_retriable(&self) -> bool {
         matches!(self, MediaError::Transient { .. })
     }
+}
+
+/// Why a file was not transferred.
+enum Failed {
+    Fate(Fate),
+    /// 404/410 from the file's server.
+    Missing(String),
 }
 
 impl Consumer {
@@ -58,21 +69,26 @@ impl Consumer {
             .collect();
         let (cutoff, deadline) = (batch.cutoff, batch.deadline);
         let max_bytes = self.settings.max_media_bytes;
-        let transferred: HashMap<String, Result<String, Fate>> = futures::stream::iter(needed)
+        let transferred: HashMap<String, Result<String, Failed>> = futures::stream::iter(needed)
             .map(|url| async move {
                 if Instant::now() >= cutoff {
-                    return (url, Err(Fate::Retry(TOO_LATE.into())));
+                    return (url, Err(Failed::Fate(Fate::Retry(TOO_LATE.into()))));
                 }
                 let file = match self.media.download(&url, max_bytes, cutoff).await {
                     Ok(file) => file,
-                    Err(e) if e.is_retriable() => return (url, Err(Fate::Retry(e.to_string()))),
-                    Err(e) => return (url, Err(Fate::Dead(e.to_string()))),
+                    Err(e) if e.is_retriable() => {
+                        return (url, Err(Failed::Fate(Fate::Retry(e.to_string()))));
+                    }
+                    Err(e @ MediaError::NotFound { .. }) => {
+                        return (url, Err(Failed::Missing(e.to_string())));
+                    }
+                    Err(e) => return (url, Err(Failed::Fate(Fate::Dead(e.to_string())))),
                 };
                 let code = self
                     .pim
                     .upload_media(file, deadline)
                     .await
-                    .map_err(|e| pim_fate(&e));
+                    .map_err(|e| Failed::Fate(pim_fate(&e)));
                 (url, code)
             })
             .buffer_unordered(self.settings.media_in_flight.max(1))
@@ -89,7 +105,16 @@ impl Consumer {
                             p.media.insert(upload.source_url.clone(), code.clone());
                             code.clone()
                         }
-                        Some(Err(fate)) => {
+                        Some(Err(Failed::Missing(why))) => {
+                            // Decided once the writes are done: a file that vanished with its
+                            // asset is that asset's deletion, not a failure.
+                            batch.media_missing.push((
+                                p.idx,
+                                format!("media_file attribute `{}`: {why}", upload.attribute),
+                            ));
+                            continue 'items;
+                        }
+                        Some(Err(Failed::Fate(fate))) => {
                             let fate = match fate {
                                 Fate::Dead(why) => Fate::Dead(format!(
                                     "media_file attribute `{}`: {why}",

@@ -123,6 +123,17 @@ pub struct ConsumerSettings {
     pub max_media_bytes: u64,
     /// Media files downloaded and uploaded at once (each holds up to `max_media_bytes`).
     pub media_in_flight: usize,
+    /// The queue's delivery limit (SQS `maxReceiveCount`, the embedded queue's
+    /// `max_receives`). A message still failing on its last delivery is dead-lettered by the
+    /// consumer with its reason, instead of by the redrive policy without one.
+    pub max_receives: u32,
+    /// Deliveries during which a DAM read older than its notification is retried; from then
+    /// on the read is applied (the poller brings any later version).
+    pub lag_receives: u32,
+    /// How long an asset's lease is kept after a PIM write whose outcome is unknown (it timed
+    /// out): the abandoned request may still land on the PIM, and a newer write must not
+    /// land before it. Longer than the PIM's own request time limit.
+    pub unknown_outcome_hold: Duration,
 }
 
 impl Default for ConsumerSettings {
@@ -133,6 +144,12 @@ impl Default for ConsumerSettings {
             writes_in_flight: 16,
             max_media_bytes: 50 * 1024 * 1024,
             media_in_flight: 2,
+            // infra/template.yaml: the queue's maxReceiveCount.
+            max_receives: 8,
+            lag_receives: 3,
+            // Akeneo runs on PHP-FPM behind a web server whose request timeouts are typically
+            // 30–60 s; twice the larger one.
+            unknown_outcome_hold: Duration::from_secs(120),
         }
     }
 }
@@ -206,22 +223,24 @@ impl Consumer {
         let (changes, poison) = coalesce(messages);
         let mut batch = Batch::new(changes, deadline, self.settings.safety_margin);
 
-        let current = self.read_dam(&mut batch).await;
+        let mut current = self.read_dam(&mut batch).await;
         let (owner, held) = self.lock_assets(&mut batch).await;
         let states = self.load_states(&mut batch).await;
+        self.reread_carried(&mut batch, &mut current, &states).await;
         let plan = self.plan(&mut batch, current, &states).await;
         self.record_all(&mut batch, plan.unchanged, Done::Unchanged)
             .await;
         let upserts = self.upload_media(&mut batch, plan.upserts).await;
         let upserts = self.create_missing_options(&mut batch, upserts).await;
         self.upsert_all(&mut batch, upserts).await;
+        self.resolve_missing_media(&mut batch, &states).await;
         for (idx, state) in plan.gone {
             self.apply_deletion(&mut batch, idx, &state).await;
         }
         for (idx, asset, state) in plan.left {
             self.leave_mapping(&mut batch, idx, &asset, &state).await;
         }
-        self.unlock_assets(&owner, held).await;
+        self.unlock_assets(&batch, &owner, held).await;
 
         let mut outcome = self.finish(batch, poison, message_count).await;
         if let (Some(before), Some(after)) = (calls_before, self.pim.call_counts()) {

@@ -49,7 +49,17 @@ impl Consumer {
             .zip(batch.fates)
             .zip(batch.families);
         for ((change, fate), family) in settled {
-            let fate = fate.unwrap_or_else(|| Fate::Retry("no outcome".into()));
+            let fate = match fate.unwrap_or_else(|| Fate::Retry("no outcome".into())) {
+                // The queue would move it to its dead-letter queue after this delivery, with
+                // no reason attached: park it here, with one.
+                Fate::Retry(reason) if change.receive_count >= self.settings.max_receives => {
+                    Fate::Dead(format!(
+                        "not processed after {} deliveries; last error: {reason}",
+                        change.receive_count
+                    ))
+                }
+                fate => fate,
+            };
             let span = tracing::info_span!(
                 "asset",
                 dam = change.dam.as_str(),

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use super::Consumer;
 use super::batch::{Batch, Done, Fate, Pending};
-use crate::dam::{ChangeKind, DamAsset, DamKind, Fetched};
+use crate::dam::{DamAsset, DamKind, Fetched};
 use crate::mapping::MapOutcome;
-use crate::store::{AssetState, is_newer};
+use crate::store::AssetState;
 
 /// The open changes sorted by the work they need; every other change is settled.
 #[derive(Default)]
@@ -70,8 +70,12 @@ impl Consumer {
                             && s.family == mapped.family
                             && s.pim_code == mapped.code
                     });
+                    // The applied version again with the applied content: a duplicate.
+                    let repeat = same && state.is_some_and(|s| s.applied_version == asset.version);
                     let pending = Pending::new(idx, asset, mapped, state);
-                    if same {
+                    if repeat {
+                        batch.settle(idx, Fate::Done(Done::Stale));
+                    } else if same {
                         plan.unchanged.push(pending);
                     } else {
                         plan.upserts.push(pending);
@@ -99,24 +103,22 @@ fn guard(
         let change = &batch.changes[idx];
         let state = states.get(&(change.dam, change.asset_id.clone()));
         match current {
+            // An equal version goes on to the mapping: Bynder and Cloudinary versions have
+            // 1 s resolution, so a second edit in the same second shares the version; only the
+            // mapped content tells it from a duplicate. (A carried asset at the applied
+            // version was re-read from the DAM before this point.)
             Some(Fetched::Found(asset)) => {
-                if is_newer(asset.version, state) {
+                if state.is_none_or(|s| asset.version >= s.applied_version) {
                     found.push((idx, asset));
                 } else {
                     batch.settle(idx, Fate::Done(Done::Stale));
                 }
             }
+            // Read from the DAM: the DAM confirmed the deletion, whatever the event said.
             Some(Fetched::Gone(_)) => {
-                let explicit = match (change.event.kind, change.event.version) {
-                    (ChangeKind::Delete, Some(v)) => Some(v),
-                    _ => None,
-                };
                 match state {
                     // Nothing of ours is in the PIM.
                     None => batch.settle(idx, Fate::Done(Done::Unmapped)),
-                    Some(s) if explicit.is_some_and(|v| !is_newer(v, Some(s))) => {
-                        batch.settle(idx, Fate::Done(Done::Stale));
-                    }
                     Some(s) => {
                         batch.families[idx] = Some(s.family.clone());
                         plan.gone.push((idx, s.clone()));

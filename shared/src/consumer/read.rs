@@ -7,27 +7,41 @@ use std::sync::Arc;
 use super::Consumer;
 use super::batch::{Batch, Fate, TOO_LATE};
 use crate::akeneo::FamilyStructure;
-use crate::dam::{ChangeKind, DamKind, Fetched};
+use crate::dam::{DamKind, Fetched};
 use crate::store::AssetState;
 
 impl Consumer {
-    /// The current DAM state of every change: carried assets as they are, thin upserts
-    /// re-read from their DAM, deletions as `Gone`. `None` where the change is settled.
+    /// The current DAM state of every change: carried assets as they are; thin upserts,
+    /// deletions and disagreeing events read from their DAM (a deletion is applied only when
+    /// the DAM confirms it). `None` where the change is settled.
     pub(super) async fn read_dam(&self, batch: &mut Batch) -> Vec<Option<Fetched>> {
         let mut current: Vec<Option<Fetched>> = vec![None; batch.changes.len()];
-        let mut thin: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        let mut reads = Vec::new();
         for (idx, change) in batch.changes.iter().enumerate() {
-            match (&change.event.kind, &change.event.asset) {
-                (ChangeKind::Delete, _) => {
-                    current[idx] = Some(Fetched::Gone(change.asset_id.clone()));
-                }
-                (ChangeKind::Upsert, Some(asset)) => {
-                    current[idx] = Some(Fetched::Found(asset.clone()));
-                }
-                (ChangeKind::Upsert, None) => thin.entry(change.dam).or_default().push(idx),
+            match change.carried() {
+                Some(asset) => current[idx] = Some(Fetched::Found(asset.clone())),
+                None => reads.push(idx),
             }
         }
-        for (dam, indices) in thin {
+        self.fetch_into(batch, reads, &mut current).await;
+        current
+    }
+
+    /// Reads the DAM state of the changes `indices` into `current`, batched per DAM. A read
+    /// older than the change's hint means the DAM lags behind its own notification: it is
+    /// retried, for at most `lag_receives` deliveries; after that the read is applied and the
+    /// poller catches up, so a lag never ends in the dead letters.
+    pub(super) async fn fetch_into(
+        &self,
+        batch: &mut Batch,
+        indices: Vec<usize>,
+        current: &mut [Option<Fetched>],
+    ) {
+        let mut by_dam: HashMap<DamKind, Vec<usize>> = HashMap::new();
+        for idx in indices {
+            by_dam.entry(batch.changes[idx].dam).or_default().push(idx);
+        }
+        for (dam, indices) in by_dam {
             let Some(source) = self.sources.get(&dam) else {
                 for idx in indices {
                     batch.settle(
@@ -75,24 +89,55 @@ impl Consumer {
                     }
                 };
                 for (&idx, item) in chunk.iter().zip(fetched) {
-                    // The DAM may lag behind its own webhook (eventual consistency): an older
-                    // read than the event announced is retried, not applied.
-                    let lagging = match (&item, batch.changes[idx].event.version) {
-                        (Fetched::Found(asset), Some(hint)) => asset.version < hint,
+                    let change = &batch.changes[idx];
+                    let lagging = match (&item, change.hint) {
+                        (Fetched::Found(asset), Some(hint)) => asset.version.lags_behind(&hint),
                         _ => false,
                     };
-                    if lagging {
+                    if lagging && change.receive_count < self.settings.lag_receives {
                         batch.settle(
                             idx,
                             Fate::Retry("DAM returned an older version than the event".into()),
                         );
                         continue;
                     }
+                    if lagging {
+                        tracing::info!(
+                            dam_id = %change.asset_id,
+                            receives = change.receive_count,
+                            "DAM still behind its notification; applying what it returns."
+                        );
+                    }
                     current[idx] = Some(item);
                 }
             }
         }
-        current
+    }
+
+    /// Carried assets at the version already applied are re-read under the lease: the
+    /// snapshot may predate a same-second edit that was applied, and only the DAM can say which
+    /// content is current.
+    pub(super) async fn reread_carried(
+        &self,
+        batch: &mut Batch,
+        current: &mut [Option<Fetched>],
+        states: &HashMap<(DamKind, String), AssetState>,
+    ) {
+        let mut again = Vec::new();
+        for idx in 0..batch.changes.len() {
+            let change = &batch.changes[idx];
+            if !batch.open(idx) || change.read_dam {
+                continue;
+            }
+            let Some(Fetched::Found(asset)) = &current[idx] else {
+                continue;
+            };
+            let state = states.get(&(change.dam, change.asset_id.clone()));
+            if state.is_some_and(|s| s.applied_version == asset.version) {
+                again.push(idx);
+            }
+        }
+        self.fetch_into(batch, again, current).await;
     }
 
     pub(super) async fn load_states(

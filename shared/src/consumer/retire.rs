@@ -1,11 +1,11 @@
 //! Retiring PIM assets: DAM deletions, assets that moved to another family or code, and assets
 //! that left the mapping all get the delete policy of the family they were written to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Consumer;
 use super::batch::{Batch, Done, Fate, Pending, TOO_LATE, item_fate, pim_fate};
-use crate::dam::DamAsset;
+use crate::dam::{DamAsset, DamKind, Fetched};
 use crate::mapping::DeletePolicy;
 use crate::store::AssetState;
 use crate::time::now_ms;
@@ -28,6 +28,39 @@ impl Consumer {
             },
         };
         batch.settle(idx, fate);
+    }
+
+    /// Changes whose media file answered 404/410: the DAM is asked. An asset it no longer has
+    /// was deleted after the event was sent, a normal race: that deletion is applied. One it
+    /// still has is retried with the reason (and parked with it on its last delivery).
+    pub(super) async fn resolve_missing_media(
+        &self,
+        batch: &mut Batch,
+        states: &HashMap<(DamKind, String), AssetState>,
+    ) {
+        let missing = std::mem::take(&mut batch.media_missing);
+        if missing.is_empty() {
+            return;
+        }
+        let mut current = vec![None; batch.changes.len()];
+        let indices = missing.iter().map(|(idx, _)| *idx).collect();
+        self.fetch_into(batch, indices, &mut current).await;
+        for (idx, why) in missing {
+            let change = &batch.changes[idx];
+            let state = states.get(&(change.dam, change.asset_id.clone()));
+            match (current[idx].take(), state) {
+                (Some(Fetched::Gone(_)), Some(state)) => {
+                    self.apply_deletion(batch, idx, state).await;
+                }
+                (Some(Fetched::Gone(_)), None) => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                (Some(Fetched::Found(_)), _) => batch.settle(
+                    idx,
+                    Fate::Retry(format!("{why}; the DAM still has the asset")),
+                ),
+                // Settled by the read.
+                (None, _) => {}
+            }
+        }
     }
 
     /// Applies `family`'s delete policy to the PIM asset `code`: what a DAM deletion does, and

@@ -20,6 +20,9 @@ pub struct ConsumerKeys {
     pub writes_in_flight: Option<usize>,
     pub max_media_bytes: Option<u64>,
     pub media_in_flight: Option<usize>,
+    pub max_receives: Option<u32>,
+    pub lag_receives: Option<u32>,
+    pub unknown_outcome_hold_secs: Option<u64>,
 }
 
 impl ConsumerSettings {
@@ -54,6 +57,15 @@ impl ConsumerSettings {
         }
         if let Some(v) = keys.media_in_flight {
             s.media_in_flight = at_least_one("media_in_flight", v)?;
+        }
+        if let Some(v) = keys.max_receives {
+            s.max_receives = at_least_one("max_receives", v as usize)? as u32;
+        }
+        if let Some(v) = keys.lag_receives {
+            s.lag_receives = v;
+        }
+        if let Some(v) = keys.unknown_outcome_hold_secs {
+            s.unknown_outcome_hold = Duration::from_secs(v);
         }
         Ok(s)
     }

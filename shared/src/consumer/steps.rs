@@ -10,6 +10,10 @@ use crate::dam::{ChangeEvent, ChangeKind, DamKind, Version};
 pub struct InboundMessage {
     pub id: String,
     pub body: String,
+    /// How many times the queue has delivered this message, this delivery included (SQS
+    /// `ApproximateReceiveCount`; 1 on a first delivery). Bounds the retries the consumer
+    /// leaves to the queue: see [`super::ConsumerSettings::max_receives`].
+    pub receive_count: u32,
 }
 
 /// A message whose body cannot be a change event: it can never succeed, so it is
@@ -52,6 +56,26 @@ pub struct AssetChange {
     /// The newest event's message id and body, kept for the dead-letter queue.
     pub source_id: String,
     pub body: String,
+    /// The asset's state must be read from the DAM: a thin event, a deletion (confirmed by the
+    /// DAM before anything is retired), or events of one asset that disagree (kinds, or a
+    /// carried asset beside a thin event): only the DAM knows which came last.
+    pub read_dam: bool,
+    /// The newest version any of its events speaks for: a DAM read older than that means the
+    /// DAM lags behind its own notification.
+    pub hint: Option<Version>,
+    /// The most deliveries any of its messages has had.
+    pub receive_count: u32,
+}
+
+impl AssetChange {
+    /// The carried asset to apply without a DAM read, when the change has one.
+    pub fn carried(&self) -> Option<&crate::dam::DamAsset> {
+        if self.read_dam {
+            None
+        } else {
+            self.event.asset.as_ref()
+        }
+    }
 }
 
 /// The version an event speaks for: the carried asset's, else the hint.
@@ -66,8 +90,15 @@ fn newer(a: &ChangeEvent, b: &ChangeEvent) -> bool {
     key(a) > key(b)
 }
 
+/// Whether an event can only be settled by reading the DAM: thin upserts and deletions.
+fn needs_read(event: &ChangeEvent) -> bool {
+    event.asset.is_none() || event.kind == ChangeKind::Delete
+}
+
 /// Decodes a batch and groups it per (dam, asset id), keeping the newest event of each asset,
-/// in order of first appearance.
+/// in order of first appearance. A group is applied from a carried asset only when every event
+/// in it carries one; otherwise it is resolved by one DAM read, so a deletion is never
+/// swallowed by an upsert that merely sorts later (an unversioned delete sorts first).
 pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>) {
     let mut changes: Vec<AssetChange> = Vec::new();
     let mut index: HashMap<(DamKind, String), usize> = HashMap::new();
@@ -84,6 +115,9 @@ pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>
         match index.get(&key) {
             Some(&i) => {
                 let change = &mut changes[i];
+                change.read_dam |= needs_read(&event) || change.event.kind != event.kind;
+                change.hint = change.hint.max(event_version(&event));
+                change.receive_count = change.receive_count.max(message.receive_count);
                 if newer(&event, &change.event) {
                     change.event = event;
                     change.source_id = message.id.clone();
@@ -93,9 +127,13 @@ pub fn coalesce(messages: Vec<InboundMessage>) -> (Vec<AssetChange>, Vec<Poison>
             }
             None => {
                 index.insert(key, changes.len());
+                let read_dam = needs_read(&event);
                 changes.push(AssetChange {
                     dam: event.dam,
                     asset_id: event.asset_id.clone(),
+                    read_dam,
+                    hint: event_version(&event),
+                    receive_count: message.receive_count,
                     event,
                     source_id: message.id.clone(),
                     message_ids: vec![message.id],

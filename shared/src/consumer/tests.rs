@@ -78,6 +78,7 @@ fn thin(id: &str, version: i64) -> ChangeEvent {
 
 fn message(n: usize, event: &ChangeEvent) -> InboundMessage {
     InboundMessage {
+        receive_count: 1,
         id: format!("m{n}"),
         body: serde_json::to_string(event).unwrap(),
     }
@@ -101,6 +102,7 @@ fn coalesce_keeps_the_newest_event_and_every_message_id() {
         message(0, &thin("a", 1)),
         message(1, &thin("a", 3)),
         InboundMessage {
+            receive_count: 1,
             id: "junk".into(),
             body: "{".into(),
         },
@@ -198,6 +200,8 @@ struct FakePim {
     deletes: Mutex<Vec<String>>,
     /// (file name, bytes) per upload.
     uploads: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Every bulk request fails as a whole with this error (e.g. 401 after the token replay).
+    whole_request: Mutex<Option<AkeneoError>>,
 }
 
 impl Default for FakePim {
@@ -216,6 +220,7 @@ impl FakePim {
             families: Mutex::default(),
             deletes: Mutex::default(),
             uploads: Mutex::default(),
+            whole_request: Mutex::default(),
         }
     }
 }
@@ -243,6 +248,18 @@ impl PimWriter for FakePim {
     }
 
     async fn upsert(&self, family: &str, assets: &[Asset], _: Instant) -> Vec<ItemOutcome> {
+        if let Some(error) = &*self.whole_request.lock().unwrap() {
+            let failure = ItemFailure {
+                status: error.status(),
+                message: error.to_string(),
+                errors: vec![],
+                retriable: error.is_retriable(),
+                unknown_structure: false,
+                whole_request: true,
+                outcome_unknown: error.outcome_unknown(),
+            };
+            return assets.iter().map(|_| Err(failure.clone())).collect();
+        }
         self.upserts.lock().unwrap().push(assets.to_vec());
         self.families
             .lock()
@@ -259,6 +276,8 @@ impl PimWriter for FakePim {
                     errors: vec![],
                     retriable: status == 503,
                     unknown_structure: false,
+                    whole_request: status != 422,
+                    outcome_unknown: false,
                 };
                 if refuse.contains(&a.code) {
                     Err(failure(422, "Property \"product_ref\" is invalid"))
@@ -298,7 +317,7 @@ impl MediaSource for FakeFiles {
     async fn download(&self, url: &str, max: u64, _: Instant) -> Result<MediaFile, MediaError> {
         *self.downloads.lock().unwrap() += 1;
         let files = self.files.lock().unwrap();
-        let bytes = files.get(url).ok_or_else(|| MediaError::Permanent {
+        let bytes = files.get(url).ok_or_else(|| MediaError::NotFound {
             url: url.into(),
             reason: "the server answered 404 Not Found".into(),
         })?;
@@ -429,6 +448,7 @@ async fn poison_is_dead_lettered_and_the_rest_proceeds() {
     let h = harness();
     h.put(dam_asset("a", 1, "AB-1"));
     let poison = InboundMessage {
+        receive_count: 1,
         id: "p".into(),
         body: "{\"dam\":\"nope\"}".into(),
     };
@@ -447,6 +467,7 @@ async fn a_failed_dead_letter_send_is_retried_instead() {
     let h = harness();
     h.dlq.set_failure(Some("throttled"));
     let poison = InboundMessage {
+        receive_count: 1,
         id: "p".into(),
         body: "[]".into(),
     };
@@ -606,6 +627,7 @@ async fn a_clear_policy_patches_nulls_and_keeps_the_pim_asset() {
     consumer
         .process(vec![message(0, &thin("a", 1))], later())
         .await;
+    dam.assets.lock().unwrap().remove("a");
     let delete = ChangeEvent {
         kind: ChangeKind::Delete,
         ..thin("a", 2)
@@ -786,7 +808,8 @@ async fn a_media_file_is_uploaded_once_per_url_and_written_as_its_code() {
 }
 
 #[tokio::test]
-async fn assets_sharing_a_file_share_one_upload_and_a_missing_file_is_dead_lettered() {
+async fn assets_sharing_a_file_share_one_upload_and_a_missing_file_is_parked_on_its_last_delivery()
+{
     let h = media_harness();
     h.file("https://cdn/shared.jpg", b"shared");
     h.put(media_asset("a", 1, "AB-1", "https://cdn/shared.jpg"));
@@ -806,13 +829,65 @@ async fn assets_sharing_a_file_share_one_upload_and_a_missing_file_is_dead_lette
     assert_eq!(out.report.synced, 2, "{out:?}");
     assert_eq!(out.report.media_uploaded, 1);
     assert_eq!(h.pim.uploads.lock().unwrap().len(), 1);
-    assert_eq!(out.dead_lettered.len(), 1);
+    // The DAM still has `c`: its missing file is retried with the reason...
+    assert!(out.dead_lettered.is_empty(), "{out:?}");
+    let (id, reason) = &out.retry[0];
+    assert_eq!(id, "m2");
+    assert!(
+        reason.contains("main_file") && reason.contains("404") && reason.contains("DAM still"),
+        "{reason}"
+    );
+    // ...and parked with it on the queue's last delivery.
+    let last = InboundMessage {
+        receive_count: ConsumerSettings::default().max_receives,
+        ..message(2, &thin("c", 1))
+    };
+    let out = h.consumer.process(vec![last], later()).await;
     let (id, reason) = &out.dead_lettered[0];
     assert_eq!(id, "m2");
     assert!(
-        reason.contains("main_file") && reason.contains("404"),
+        reason.contains("main_file") && reason.contains("404") && reason.contains("8 deliveries"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_media_404_for_an_asset_the_dam_has_deleted_is_that_deletion() {
+    let h = media_harness();
+    h.file("https://cdn/a1.jpg", b"one");
+    h.put(media_asset("a", 1, "AB-1", "https://cdn/a1.jpg"));
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    // A new file is announced, then the asset is deleted before the consumer downloads it.
+    let carried = ChangeEvent {
+        asset: Some(media_asset("a", 2, "AB-1", "https://cdn/a2.jpg")),
+        ..thin("a", 2)
+    };
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(vec![message(2, &carried)], later())
+        .await;
+    assert!(
+        out.dead_lettered.is_empty() && out.retry.is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
+    // The same race for an asset never synced ends quietly too.
+    let never = ChangeEvent {
+        asset: Some(media_asset("b", 1, "AB-2", "https://cdn/b.jpg")),
+        ..thin("b", 1)
+    };
+    let out = h.consumer.process(vec![message(3, &never)], later()).await;
+    assert!(
+        out.dead_lettered.is_empty() && out.retry.is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(out.report.skipped_unmapped, 1, "{out:?}");
 }
 
 // ---- assets leaving the mapping or changing family ----
@@ -997,6 +1072,7 @@ async fn the_outcome_counts_dead_letters_sent_and_freshness_per_synced_asset() {
     h.put(dam_asset("bad", modified, "AB-2"));
     h.pim.refuse.lock().unwrap().push("bad".into());
     let poison = InboundMessage {
+        receive_count: 1,
         id: "p".into(),
         body: "[]".into(),
     };
@@ -1040,6 +1116,7 @@ async fn an_unsent_dead_letter_is_not_counted_as_sent() {
     let h = harness();
     h.dlq.set_failure(Some("throttled"));
     let poison = InboundMessage {
+        receive_count: 1,
         id: "p".into(),
         body: "[]".into(),
     };
@@ -1055,6 +1132,7 @@ async fn each_asset_logs_one_line_with_its_dam_id_family_and_outcome() {
     h.pim.refuse.lock().unwrap().push("bad".into());
     let logs = super::test_logs::capture();
     let poison = InboundMessage {
+        receive_count: 1,
         id: "p".into(),
         body: "[]".into(),
     };
@@ -1148,4 +1226,254 @@ async fn an_asset_another_invocation_is_applying_is_left_for_redelivery() {
         .await;
     assert!(out.retry.is_empty(), "{out:?}");
     assert_eq!(out.report.synced, 1);
+}
+
+// ---- DAM semantics: deletes, same-second edits, lagging reads, retries ----
+
+fn carried(id: &str, version: i64, sku: &str) -> ChangeEvent {
+    ChangeEvent {
+        asset: Some(dam_asset(id, version, sku)),
+        ..thin(id, version)
+    }
+}
+
+fn delete(id: &str, version: Option<i64>, received_at_ms: i64) -> ChangeEvent {
+    ChangeEvent {
+        kind: ChangeKind::Delete,
+        version: version.map(v),
+        received_at_ms,
+        ..thin(id, 0)
+    }
+}
+
+fn last_sku(h: &Harness) -> serde_json::Value {
+    h.pim.upserts.lock().unwrap().last().unwrap()[0].values["product_ref"][0]
+        .data
+        .clone()
+}
+
+#[test]
+fn coalesce_reads_the_dam_when_a_delete_meets_a_full_upsert() {
+    let (changes, _) = coalesce(vec![
+        message(0, &carried("a", 1, "AB-1")),
+        message(1, &delete("a", None, 2)),
+    ]);
+    assert!(changes[0].read_dam, "{changes:?}");
+    assert_eq!(changes[0].carried(), None);
+    let (changes, _) = coalesce(vec![
+        message(0, &carried("a", 1, "AB-1")),
+        message(1, &carried("a", 2, "AB-2")),
+    ]);
+    assert!(!changes[0].read_dam);
+    assert_eq!(changes[0].carried().unwrap().version, v(2));
+}
+
+#[tokio::test]
+async fn an_unversioned_delete_beside_a_full_upsert_is_not_swallowed() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    // The DAM deleted it; a full upsert and the delete arrive in one batch.
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(
+            vec![
+                message(1, &carried("a", 2, "AB-2")),
+                message(2, &delete("a", None, 5)),
+            ],
+            later(),
+        )
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
+}
+
+#[tokio::test]
+async fn a_delete_the_dam_does_not_confirm_deletes_nothing() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    // An unversioned delete (Bynder `archived`) delivered after the asset came back.
+    let out = h
+        .consumer
+        .process(vec![message(1, &delete("a", None, 5))], later())
+        .await;
+    assert_eq!(out.report.deleted, 0, "{out:?}");
+    assert!(h.pim.deletes.lock().unwrap().is_empty());
+    assert!(
+        out.retry.is_empty() && out.dead_lettered.is_empty(),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_edit_in_the_same_second_is_applied_not_stale() {
+    let h = harness();
+    h.put(dam_asset("a", 1_000, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1_000))], later())
+        .await;
+    // Same 1 s-resolution version, new content.
+    h.put(dam_asset("a", 1_000, "AB-2"));
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 1_000))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(last_sku(&h), json!("AB-2"));
+    // A plain duplicate of it is still a no-op.
+    let out = h
+        .consumer
+        .process(vec![message(2, &thin("a", 1_000))], later())
+        .await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert_eq!(h.upsert_calls(), 2);
+}
+
+#[tokio::test]
+async fn an_older_snapshot_at_the_applied_version_is_re_read_not_applied() {
+    let h = harness();
+    h.put(dam_asset("a", 1_000, "AB-2"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1_000))], later())
+        .await;
+    // A listing taken before the same-second edit carries the old content.
+    let out = h
+        .consumer
+        .process(vec![message(1, &carried("a", 1_000, "AB-1"))], later())
+        .await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert_eq!(h.upsert_calls(), 1);
+    assert_eq!(
+        *h.dam.fetches.lock().unwrap(),
+        2,
+        "the snapshot is checked with the DAM"
+    );
+}
+
+#[tokio::test]
+async fn a_notification_time_after_the_change_is_not_a_lag() {
+    let h = harness();
+    let mut asset = dam_asset("a", 10_000, "AB-1");
+    asset.version.seq = 3;
+    h.put(asset);
+    // Cloudinary: the hint speaks for the resource version only.
+    let event = ChangeEvent {
+        version: Some(Version {
+            modified_at_ms: 0,
+            seq: 3,
+        }),
+        ..thin("a", 0)
+    };
+    let out = h.consumer.process(vec![message(0, &event)], later()).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+}
+
+#[tokio::test]
+async fn a_lagging_read_is_applied_once_the_lag_allowance_is_used() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    let lag_receives = ConsumerSettings::default().lag_receives;
+    let early = InboundMessage {
+        receive_count: lag_receives - 1,
+        ..message(0, &thin("a", 2))
+    };
+    let out = h.consumer.process(vec![early], later()).await;
+    assert_eq!(out.retry_ids(), ["m0"], "{out:?}");
+    let late = InboundMessage {
+        receive_count: lag_receives,
+        ..message(0, &thin("a", 2))
+    };
+    let out = h.consumer.process(vec![late], later()).await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert!(out.dead_lettered.is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_on_the_last_delivery_is_parked_with_its_reason() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    *h.dam.down.lock().unwrap() = true;
+    let last = InboundMessage {
+        receive_count: ConsumerSettings::default().max_receives,
+        ..message(0, &thin("a", 1))
+    };
+    let out = h.consumer.process(vec![last], later()).await;
+    assert!(out.retry.is_empty(), "{out:?}");
+    let (id, reason) = &out.dead_lettered[0];
+    assert_eq!(id, "m0");
+    assert!(
+        reason.contains("8 deliveries") && reason.contains("503"),
+        "{reason}"
+    );
+    assert_eq!(h.dlq.letters().len(), 1);
+}
+
+#[tokio::test]
+async fn a_whole_request_refusal_is_retried_not_dead_lettered() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.put(dam_asset("b", 1, "AB-2"));
+    *h.pim.whole_request.lock().unwrap() = Some(AkeneoError::Http {
+        status: 401,
+        route: "/api/rest/v1/asset-families/packshot/assets".into(),
+        message: "The access token provided is invalid.".into(),
+        retry_after: None,
+    });
+    let out = h
+        .consumer
+        .process(
+            vec![message(0, &thin("a", 1)), message(1, &thin("b", 1))],
+            later(),
+        )
+        .await;
+    assert!(out.dead_lettered.is_empty(), "{out:?}");
+    assert_eq!(out.retry_ids(), ["m0", "m1"]);
+    assert!(out.retry[0].1.contains("401"), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_lease_outlives_a_write_whose_outcome_is_unknown() {
+    let h = harness();
+    let store: Arc<dyn LeaseStore> = h.store.clone();
+    let consumer = Consumer::new(
+        h.store.clone(),
+        Arc::new(Mapping::from_toml_str(MAPPING, "test").unwrap()),
+        h.pim.clone(),
+        h.dlq.clone(),
+    )
+    .with_source(h.dam.clone())
+    .with_asset_locks(store.clone());
+    h.put(dam_asset("a", 1, "AB-1"));
+    *h.pim.whole_request.lock().unwrap() = Some(AkeneoError::Timeout(Duration::from_secs(15)));
+    let out = consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    assert_eq!(out.retry_ids(), ["m0"], "{out:?}");
+    // The abandoned PATCH may still land: nobody may write the asset before the hold ends.
+    assert!(
+        !store
+            .acquire("asset#generic#a", "next", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    // A write that failed with a known outcome releases the lease as before.
+    *h.pim.whole_request.lock().unwrap() = None;
+    h.pim.unavailable.lock().unwrap().push("b".into());
+    h.put(dam_asset("b", 1, "AB-2"));
+    let out = consumer
+        .process(vec![message(1, &thin("b", 1))], later())
+        .await;
+    assert_eq!(out.retry_ids(), ["m1"], "{out:?}");
+    assert!(
+        store
+            .acquire("asset#generic#b", "next", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
 }

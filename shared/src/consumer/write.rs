@@ -93,7 +93,12 @@ impl Consumer {
                 match outcome {
                     Ok(_) => written.push(p),
                     Err(f) if f.unknown_structure && !refreshed => stale_structure.push(p),
-                    Err(f) => batch.settle(p.idx, item_fate(&f)),
+                    Err(f) => {
+                        if f.outcome_unknown {
+                            batch.unknown_outcome.push(p.idx);
+                        }
+                        batch.settle(p.idx, item_fate(&f));
+                    }
                 }
             }
             let written = self.retire_replaced(batch, written).await;

@@ -72,6 +72,19 @@ pub struct Version {
     pub seq: i64,
 }
 
+impl Version {
+    /// Whether a DAM read at this version is behind `hint`, the version a notification spoke
+    /// for. A hint whose `modified_at_ms` is 0 speaks only for the counter: a notification
+    /// time is not a DAM modified time, so it is not compared with one.
+    pub fn lags_behind(&self, hint: &Version) -> bool {
+        if hint.modified_at_ms == 0 {
+            self.seq < hint.seq
+        } else {
+            self < hint
+        }
+    }
+}
+
 /// One DAM asset as the DAM returns it. `fields` is the DAM's own JSON, addressed by the
 /// mapping's field paths; adapters do not reshape it beyond what they document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

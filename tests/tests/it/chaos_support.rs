@@ -113,6 +113,7 @@ impl WorkQueue for SqsWork {
                 };
                 receipts.insert(id.clone(), receipt);
                 out.push(InboundMessage {
+                    receive_count: 1,
                     id,
                     body: m.body.unwrap_or_default(),
                 });
@@ -219,6 +220,7 @@ impl WorkQueue for SqliteWork {
             .map(|m| {
                 receipts.insert(m.message_id.clone(), m.receipt);
                 InboundMessage {
+                    receive_count: 1,
                     id: m.message_id,
                     body: m.body,
                 }

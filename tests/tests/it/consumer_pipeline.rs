@@ -116,6 +116,7 @@ fn messages(events: &[ChangeEvent]) -> Vec<InboundMessage> {
         .iter()
         .enumerate()
         .map(|(i, e)| InboundMessage {
+            receive_count: 1,
             id: format!("msg-{i}"),
             body: serde_json::to_string(e).unwrap(),
         })
@@ -229,6 +230,7 @@ async fn poison_and_a_refused_item_go_to_the_dlq_without_blocking_the_batch() {
 
     let mut batch = messages(&[thin(&id(1)), thin(&id(2))]);
     batch.push(InboundMessage {
+        receive_count: 1,
         id: "poison".into(),
         body: "{\"dam\":\"generic\",\"truncated".into(),
     });

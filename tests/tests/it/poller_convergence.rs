@@ -34,6 +34,7 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str, consumer: &Consumer) 
     let mut inbound: Vec<InboundMessage> = messages
         .iter()
         .map(|m| InboundMessage {
+            receive_count: 1,
             id: m.message_id().unwrap().to_owned(),
             body: m.body().unwrap().to_owned(),
         })
@@ -61,6 +62,7 @@ async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str, consumer: &Consumer) 
         inbound = retry
             .into_iter()
             .map(|(id, _reason)| InboundMessage {
+                receive_count: 1,
                 body: bodies[&id].clone(),
                 id,
             })

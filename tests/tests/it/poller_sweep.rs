@@ -28,6 +28,7 @@ async fn consume(queue: &MemoryChangeQueue, consumer: &Consumer) {
         .iter()
         .enumerate()
         .map(|(i, e)| InboundMessage {
+            receive_count: 1,
             id: format!("m{i}"),
             body: serde_json::to_string(e).unwrap(),
         })
