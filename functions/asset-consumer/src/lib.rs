@@ -175,6 +175,18 @@ mod tests {
     }
 
     #[test]
+    fn messages_carry_the_sqs_receive_count() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": [
+            { "messageId": "a", "body": "{}", "attributes": { "ApproximateReceiveCount": "7" } },
+            { "messageId": "b", "body": "{}" }
+        ]}))
+        .unwrap();
+        let messages = to_messages(event);
+        assert_eq!(messages[0].receive_count, 7);
+        assert_eq!(messages[1].receive_count, 1);
+    }
+
+    #[test]
     fn settings_need_a_dlq_and_at_least_one_dam() {
         let err = Settings::from_lookup(with_pim(&[]), "m.toml".into()).unwrap_err();
         assert_eq!(err.name(), Some("DLQ_URL"), "{err}");

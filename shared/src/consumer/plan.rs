@@ -55,6 +55,10 @@ impl Consumer {
             match outcome {
                 MapOutcome::Skipped { .. } => match state {
                     Some(s) if !s.is_detached() => plan.left.push((idx, asset, s.clone())),
+                    // The version it left the mapping at, again.
+                    Some(s) if s.applied_version == asset.version => {
+                        batch.settle(idx, Fate::Done(Done::Stale));
+                    }
                     _ => batch.settle(idx, Fate::Done(Done::Unmapped)),
                 },
                 MapOutcome::Invalid { family, reason } => {

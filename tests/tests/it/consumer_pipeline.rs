@@ -500,7 +500,7 @@ async fn media_files_are_downloaded_from_the_dam_and_uploaded_only_when_the_file
 }
 
 #[tokio::test]
-async fn a_missing_or_oversized_file_dead_letters_only_its_asset() {
+async fn a_missing_or_oversized_file_fails_only_its_asset() {
     let settings = ConsumerSettings {
         max_media_bytes: 4096,
         ..ConsumerSettings::default()
@@ -517,19 +517,31 @@ async fn a_missing_or_oversized_file_dead_letters_only_its_asset() {
 
     let out = w.run(&[thin(&id(1)), thin(&id(2)), thin(&id(3))]).await;
     assert_eq!(out.report.synced, 1, "{out:?}");
-    assert!(out.retry.is_empty(), "{out:?}");
-    let mut reasons: Vec<(String, String)> = out.dead_lettered.clone();
-    reasons.sort();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert_eq!(reasons[0].0, "msg-1");
+    // The file of 2 answers 404 while the DAM still has 2: retried with the reason (parked
+    // with it on the last delivery); the file of 3 is too big: dead-lettered at once.
+    assert_eq!(out.retry.len(), 1, "{out:?}");
+    assert_eq!(out.retry[0].0, "msg-1");
     assert!(
-        reasons[0].1.contains("source_file") && reasons[0].1.contains("404"),
-        "{reasons:?}"
+        out.retry[0].1.contains("source_file") && out.retry[0].1.contains("404"),
+        "{out:?}"
     );
-    assert_eq!(reasons[1].0, "msg-2");
-    assert!(reasons[1].1.contains("4096-byte limit"), "{reasons:?}");
+    assert_eq!(out.dead_lettered.len(), 1, "{out:?}");
+    assert_eq!(out.dead_lettered[0].0, "msg-2");
+    assert!(
+        out.dead_lettered[0].1.contains("4096-byte limit"),
+        "{out:?}"
+    );
     assert_eq!(w.pim.stats().calls_to(UPLOAD), 1);
     assert!(w.pim_asset(&id(2)).is_none() && w.pim_asset(&id(3)).is_none());
+
+    // Deleted in the DAM after the event: the 404 is that deletion, not a failure.
+    let snapshot = w.current(&id(2)).await;
+    w.dam.delete(&id(2));
+    let out = w.run(&[full(snapshot)]).await;
+    assert!(
+        out.retry.is_empty() && out.dead_lettered.is_empty(),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

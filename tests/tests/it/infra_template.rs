@@ -255,8 +255,15 @@ fn queue_dlq_and_event_source_follow_the_reliability_rules() {
         number(&dlq["MessageRetentionPeriod"]) > number(&queue["MessageRetentionPeriod"]),
         "DLQ retention must exceed the queue's"
     );
-    // The consumer parks messages in the same DLQ the redrive policy uses.
+    // The consumer parks messages in the same DLQ the redrive policy uses, and knows its limit,
+    // so a message failing on its last delivery is parked with its reason.
     assert_eq!(stack.env(CONSUMER)["DLQ_URL"], ref_to("DeadLetterQueue"));
+    assert_eq!(
+        stack.env(CONSUMER)["CONSUMER_MAX_RECEIVES"]
+            .parse::<f64>()
+            .unwrap(),
+        number(&redrive["maxReceiveCount"])
+    );
 
     // Partial batch responses: without them one failure replays the whole batch.
     assert!(
