@@ -155,6 +155,8 @@ async fn relisted_changes_the_consumer_applied_are_not_enqueued_again() {
         pim_code: id.to_owned(),
         updated_at_ms: T0,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     rig.store
         .record_applied(&record("applied", 1))
