@@ -80,7 +80,7 @@ impl AssetStateStore for SqliteStore {
             .call(move |conn, _| {
                 let mut select = conn.prepare_cached(
                     "SELECT modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms,
-                            media_files
+                            media_files, deleted, source_hash
                      FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
                 )?;
                 let mut out = HashMap::new();
@@ -109,6 +109,8 @@ impl AssetStateStore for SqliteStore {
                                             Box::new(e),
                                         )
                                     })?,
+                                deleted: r.get(7)?,
+                                source_hash: r.get(8)?,
                             })
                         })
                         .optional()?;
@@ -128,19 +130,28 @@ impl AssetStateStore for SqliteStore {
         })?;
         Ok(self
             .call(move |conn, _| {
-                // One statement: the upsert's WHERE is the condition, so it is atomic.
+                // One statement: the upsert's WHERE is the condition
+                // (`AssetState::may_be_replaced_by`), so it is atomic. The reverse index is the
+                // `(family, pim_code)` index on this table, so it moves with the row.
                 let written = conn.execute(
                     "INSERT INTO asset_state
                        (dam, asset_id, modified_at_ms, seq, content_hash, family, pim_code, updated_at_ms,
-                        media_files)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                        media_files, deleted, source_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT (dam, asset_id) DO UPDATE SET
                        modified_at_ms = excluded.modified_at_ms, seq = excluded.seq,
                        content_hash = excluded.content_hash, family = excluded.family,
                        pim_code = excluded.pim_code, updated_at_ms = excluded.updated_at_ms,
-                       media_files = excluded.media_files
-                     WHERE (asset_state.modified_at_ms, asset_state.seq)
-                           < (excluded.modified_at_ms, excluded.seq)",
+                       media_files = excluded.media_files, deleted = excluded.deleted,
+                       source_hash = excluded.source_hash
+                     WHERE (asset_state.deleted AND NOT excluded.deleted)
+                        OR (asset_state.modified_at_ms, asset_state.seq)
+                           < (excluded.modified_at_ms, excluded.seq)
+                        OR ((asset_state.modified_at_ms, asset_state.seq)
+                            = (excluded.modified_at_ms, excluded.seq)
+                            AND (asset_state.content_hash <> excluded.content_hash
+                                 OR asset_state.source_hash <> excluded.source_hash
+                                 OR asset_state.deleted <> excluded.deleted))",
                     params![
                         s.dam.as_str(),
                         s.asset_id,
@@ -150,7 +161,9 @@ impl AssetStateStore for SqliteStore {
                         s.family,
                         s.pim_code,
                         s.updated_at_ms,
-                        media_files
+                        media_files,
+                        s.deleted,
+                        s.source_hash
                     ],
                 )?;
                 Ok(if written == 1 {
@@ -166,11 +179,106 @@ impl AssetStateStore for SqliteStore {
         let id = id.to_owned();
         Ok(self
             .call(move |conn, _| {
+                let tx = conn.transaction()?;
+                for table in ["asset_state", "parked"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE dam = ?1 AND asset_id = ?2"),
+                        params![dam.as_str(), id],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn find_by_codes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, (DamKind, String)>, StateError> {
+        let (family, codes) = (family.to_owned(), codes.to_vec());
+        Ok(self
+            .call(move |conn, _| {
+                let mut select = conn.prepare_cached(
+                    "SELECT dam, asset_id FROM asset_state
+                     WHERE family = ?1 AND pim_code = ?2 AND NOT deleted",
+                )?;
+                let mut out = HashMap::new();
+                for code in codes {
+                    if out.contains_key(&code) {
+                        continue;
+                    }
+                    let found = select
+                        .query_row(params![family, code], |r| {
+                            let dam = r.get::<_, String>(0)?.parse::<DamKind>().map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    0,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })?;
+                            Ok((dam, r.get::<_, String>(1)?))
+                        })
+                        .optional()?;
+                    if let Some(found) = found {
+                        out.insert(code, found);
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    async fn record_parked(
+        &self,
+        dam: DamKind,
+        id: &str,
+        version: Version,
+    ) -> Result<(), StateError> {
+        let id = id.to_owned();
+        Ok(self
+            .call(move |conn, _| {
+                // Never backwards: a late letter of an older version keeps the newer one.
                 conn.execute(
-                    "DELETE FROM asset_state WHERE dam = ?1 AND asset_id = ?2",
-                    params![dam.as_str(), id],
+                    "INSERT INTO parked (dam, asset_id, modified_at_ms, seq) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (dam, asset_id) DO UPDATE SET
+                       modified_at_ms = excluded.modified_at_ms, seq = excluded.seq
+                     WHERE (parked.modified_at_ms, parked.seq)
+                           < (excluded.modified_at_ms, excluded.seq)",
+                    params![dam.as_str(), id, version.modified_at_ms, version.seq],
                 )?;
                 Ok(())
+            })
+            .await?)
+    }
+
+    async fn parked_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, Version>, StateError> {
+        let ids = ids.to_vec();
+        Ok(self
+            .call(move |conn, _| {
+                let mut select = conn.prepare_cached(
+                    "SELECT modified_at_ms, seq FROM parked WHERE dam = ?1 AND asset_id = ?2",
+                )?;
+                let mut out = HashMap::new();
+                for id in ids {
+                    let version = select
+                        .query_row(params![dam.as_str(), id], |r| {
+                            Ok(Version {
+                                modified_at_ms: r.get(0)?,
+                                seq: r.get(1)?,
+                            })
+                        })
+                        .optional()?;
+                    if let Some(version) = version {
+                        out.insert(id, version);
+                    }
+                }
+                Ok(out)
             })
             .await?)
     }

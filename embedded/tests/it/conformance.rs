@@ -77,3 +77,21 @@ async fn two_connections_on_one_file_never_both_advance() {
     }
     assert_eq!(a.get("c").await.unwrap().unwrap().version, 20);
 }
+
+#[tokio::test]
+async fn writes_keep_tombstones_and_same_second_edits() {
+    let (_dir, store) = fresh();
+    store_conformance::writes_keep_tombstones_and_same_second_edits(&store).await;
+}
+
+#[tokio::test]
+async fn codes_resolve_to_live_assets() {
+    let (_dir, store) = fresh();
+    store_conformance::codes_resolve_to_live_assets(&store).await;
+}
+
+#[tokio::test]
+async fn parked_versions_are_kept_per_asset() {
+    let (_dir, store) = fresh();
+    store_conformance::parked_versions_are_kept_per_asset(&store).await;
+}

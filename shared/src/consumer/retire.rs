@@ -147,6 +147,8 @@ impl Consumer {
             pim_code: String::new(),
             updated_at_ms: now_ms(),
             media_files: BTreeMap::new(),
+            deleted: false,
+            source_hash: String::new(),
         };
         let fate = match self.store.record_applied(&detached).await {
             Ok(_) => Fate::Done(Done::LeftMapping),

@@ -140,6 +140,8 @@ fn guard_applies_only_strictly_newer_versions() {
         pim_code: "a".into(),
         updated_at_ms: 0,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     assert!(is_newer(v(1), None));
     assert!(!is_newer(v(5), Some(&state)));

@@ -214,5 +214,7 @@ fn applied_state(p: &Pending) -> AssetState {
         pim_code: mapped.code.clone(),
         updated_at_ms: now_ms(),
         media_files,
+        deleted: false,
+        source_hash: String::new(),
     }
 }

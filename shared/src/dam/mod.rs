@@ -95,6 +95,51 @@ pub struct DamAsset {
     pub fields: serde_json::Value,
 }
 
+impl DamAsset {
+    /// A stable hex digest (SHA-256) of the asset's version and `fields`, with object keys
+    /// written in sorted order whatever the JSON map's own order: two reads of the same DAM
+    /// state give the same fingerprint, and a same-second edit (equal version, other fields)
+    /// gives another. Stored as `AssetState::source_hash`.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+
+        fn canonical(value: &serde_json::Value, out: &mut String) {
+            use serde_json::Value;
+            match value {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    out.push('{');
+                    for (i, key) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::String(key.clone()).to_string());
+                        out.push(':');
+                        canonical(&map[key], out);
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        canonical(item, out);
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+
+        let mut text = format!("{}.{}:", self.version.modified_at_ms, self.version.seq);
+        canonical(&self.fields, &mut text);
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
@@ -251,6 +296,48 @@ pub trait AssetSource: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_follow_fields_and_version_not_key_order() {
+        let asset = |fields: serde_json::Value, seq| DamAsset {
+            dam: DamKind::Bynder,
+            id: "a".into(),
+            version: Version {
+                modified_at_ms: 1_000,
+                seq,
+            },
+            fields,
+        };
+        let a = asset(
+            serde_json::json!({"title": "A", "tags": ["x", "y"], "n": {"b": 1, "a": 2}}),
+            0,
+        );
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{"n": {"a": 2, "b": 1}, "tags": ["x", "y"], "title": "A"}"#)
+                .unwrap();
+        let fp = a.fingerprint();
+        assert_eq!(fp.len(), 64);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(asset(reordered, 0).fingerprint(), fp);
+        // A same-second edit, an array order change and a new version each differ.
+        assert_ne!(
+            asset(
+                serde_json::json!({"title": "B", "tags": ["x", "y"], "n": {"b": 1, "a": 2}}),
+                0
+            )
+            .fingerprint(),
+            fp
+        );
+        assert_ne!(
+            asset(
+                serde_json::json!({"title": "A", "tags": ["y", "x"], "n": {"b": 1, "a": 2}}),
+                0
+            )
+            .fingerprint(),
+            fp
+        );
+        assert_ne!(asset(a.fields.clone(), 1).fingerprint(), fp);
+    }
 
     #[test]
     fn dedupe_key_names_dam_id_and_version() {

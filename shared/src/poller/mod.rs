@@ -16,6 +16,7 @@
 //! `report.rs` what a run reports, `task.rs` what a Lambda invocation asks for, `sweep.rs` the
 //! deletion sweep.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -24,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::akeneo::AkeneoError;
 
-use crate::dam::{AssetSource, DamAsset, DamKind};
+use crate::dam::{AssetSource, ChangeEvent, ChangeKind, DamAsset, DamKind, Version};
 use crate::queue::ChangeQueue;
 use crate::store::{
-    AssetStateStore, Clock, CursorStore, LeaseStore, is_newer, system_clock, with_lease,
+    AssetState, AssetStateStore, Clock, CursorStore, LeaseStore, system_clock, with_lease,
 };
 use crate::time::epoch_ms;
 
@@ -106,11 +107,11 @@ impl Poller {
         }
     }
 
-    /// Leaves out of each page the changes whose version the consumer has already applied
-    /// (one batched state read per page). Every run lists its lookback window again, so
-    /// without this each change is enqueued once per run that sees it, and the consumer only
-    /// then drops the repeats as stale; the outcome is the same, the queue traffic is not.
-    /// A failed state read enqueues the whole page.
+    /// Leaves out of each page the changes the consumer has nothing to do for
+    /// ([`should_queue`]): versions already applied, deletions already retired, and versions it
+    /// dead-lettered (parked). Every run lists its lookback window again, so without this each
+    /// change is enqueued once per run that sees it, and a failing asset is dead-lettered once
+    /// per run. A failed state read enqueues the whole page.
     pub fn with_applied_filter(mut self, states: Arc<dyn AssetStateStore>) -> Self {
         self.applied = Some(states);
         self
@@ -226,13 +227,18 @@ impl Poller {
         }
     }
 
-    /// The listed assets the consumer has not applied at their version (all of them without
-    /// the filter or when the state cannot be read).
-    async fn not_yet_applied<'a>(&self, assets: &'a [DamAsset]) -> Vec<&'a DamAsset> {
+    /// The events a page of the listing asks for: an upsert per listed live asset, a `Delete`
+    /// (with the listing's version) per asset the DAM lists as deleted, each left out when the
+    /// stored state says the consumer has nothing to do ([`should_queue`]). Two batched reads per
+    /// DAM and page: the states, then the parked versions of what is left. Without the filter, or
+    /// when the states cannot be read, every listed asset is queued. Returns the events and how
+    /// many listed assets were left out.
+    async fn page_events(&self, assets: &[DamAsset], now_ms: i64) -> (Vec<ChangeEvent>, u64) {
         let Some(states) = &self.applied else {
-            return assets.iter().collect();
+            let events: Vec<ChangeEvent> = assets.iter().map(|a| event_of(a, now_ms)).collect();
+            return (events, 0);
         };
-        let mut keep = Vec::with_capacity(assets.len());
+        let mut events = Vec::with_capacity(assets.len());
         let mut by_dam: Vec<(DamKind, Vec<&DamAsset>)> = Vec::new();
         for a in assets {
             match by_dam.iter_mut().find(|(d, _)| *d == a.dam) {
@@ -242,18 +248,190 @@ impl Poller {
         }
         for (dam, list) in by_dam {
             let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
-            match states.get_many(dam, &ids).await {
-                // The consumer's own rule, so the poller leaves out exactly what it would skip.
-                Ok(applied) => keep.extend(
-                    list.into_iter()
-                        .filter(|a| is_newer(a.version, applied.get(&a.id))),
-                ),
+            let applied = match states.get_many(dam, &ids).await {
+                Ok(applied) => applied,
                 Err(error) => {
                     tracing::warn!(%error, "Applied versions unreadable; enqueueing the whole page.");
-                    keep.extend(list);
+                    events.extend(list.into_iter().map(|a| event_of(a, now_ms)));
+                    continue;
                 }
+            };
+            let wanted: Vec<&DamAsset> = list
+                .into_iter()
+                .filter(|a| should_queue(a, applied.get(&a.id), None))
+                .collect();
+            if wanted.is_empty() {
+                continue;
             }
+            let ids: Vec<String> = wanted.iter().map(|a| a.id.clone()).collect();
+            let parked = states.parked_many(dam, &ids).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "Parked versions unreadable; enqueueing them all.");
+                HashMap::new()
+            });
+            events.extend(
+                wanted
+                    .into_iter()
+                    .filter(|a| should_queue(a, applied.get(&a.id), parked.get(&a.id).copied()))
+                    .map(|a| event_of(a, now_ms)),
+            );
         }
-        keep
+        let skipped = (assets.len() - events.len()) as u64;
+        (events, skipped)
+    }
+}
+
+/// Whether the DAM lists `asset` as deleted: the generic contract's `"deleted": true` (the
+/// other DAMs do not list deleted assets).
+pub fn listed_as_deleted(asset: &DamAsset) -> bool {
+    asset.dam == DamKind::Generic
+        && asset
+            .fields
+            .get("deleted")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+}
+
+/// The event a listed asset becomes: a `Delete` at the listing's version when the DAM lists it
+/// deleted, else an upsert carrying the asset.
+fn event_of(asset: &DamAsset, now_ms: i64) -> ChangeEvent {
+    if !listed_as_deleted(asset) {
+        return ChangeEvent::upsert_of(asset, now_ms);
+    }
+    ChangeEvent {
+        dam: asset.dam,
+        asset_id: asset.id.clone(),
+        kind: ChangeKind::Delete,
+        version: Some(asset.version),
+        asset: None,
+        dedupe_key: format!(
+            "{}:deleted",
+            ChangeEvent::upsert_key(asset.dam, &asset.id, asset.version)
+        ),
+        received_at_ms: now_ms,
+    }
+}
+
+/// Whether the poller queues a listed asset, given its stored state and parked version:
+/// - never the exact version the consumer dead-lettered (`parked`): it would only be parked
+///   again; a newer version is queued;
+/// - a deletion when a live state exists that is not newer (no state: nothing of ours is in
+///   the PIM; a tombstone: already retired);
+/// - an upsert when no state exists, when its version is newer, when the state is a tombstone
+///   (the DAM lists the asset live again: the consumer confirms with a read), or when the
+///   version is equal and the asset's fingerprint differs from the state's non-empty
+///   `source_hash` (a same-second edit).
+pub fn should_queue(asset: &DamAsset, state: Option<&AssetState>, parked: Option<Version>) -> bool {
+    if parked == Some(asset.version) {
+        return false;
+    }
+    match (state, listed_as_deleted(asset)) {
+        (None, deleted) => !deleted,
+        (Some(s), true) => !s.deleted && s.applied_version <= asset.version,
+        (Some(s), false) => {
+            s.deleted
+                || s.is_superseded_by(asset.version)
+                || (s.applied_version == asset.version
+                    && !s.source_hash.is_empty()
+                    && asset.fingerprint() != s.source_hash)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(seq: i64, title: &str, deleted: bool) -> DamAsset {
+        DamAsset {
+            dam: DamKind::Generic,
+            id: "a".into(),
+            version: Version {
+                modified_at_ms: 1_000,
+                seq,
+            },
+            fields: serde_json::json!({ "id": "a", "title": title, "deleted": deleted }),
+        }
+    }
+
+    fn applied(seq: i64, source_hash: &str, deleted: bool) -> AssetState {
+        AssetState {
+            dam: DamKind::Generic,
+            asset_id: "a".into(),
+            applied_version: Version {
+                modified_at_ms: 1_000,
+                seq,
+            },
+            content_hash: "h".into(),
+            family: "packshot".into(),
+            pim_code: "a".into(),
+            updated_at_ms: 0,
+            media_files: Default::default(),
+            deleted,
+            source_hash: source_hash.into(),
+        }
+    }
+
+    #[test]
+    fn upserts_are_queued_when_new_newer_revived_or_edited_in_the_same_second() {
+        let a = listed(2, "A", false);
+        assert!(should_queue(&a, None, None));
+        assert!(should_queue(&a, Some(&applied(1, "", false)), None));
+        assert!(!should_queue(&a, Some(&applied(2, "", false)), None));
+        assert!(!should_queue(&a, Some(&applied(3, "", false)), None));
+        // Listed live over a tombstone, even an older version: the consumer re-reads.
+        assert!(should_queue(&a, Some(&applied(3, "", true)), None));
+        // Same version: the fingerprint tells an edit from a repeat.
+        assert!(!should_queue(
+            &a,
+            Some(&applied(2, &a.fingerprint(), false)),
+            None
+        ));
+        let edited = listed(2, "B", false);
+        assert!(should_queue(
+            &edited,
+            Some(&applied(2, &a.fingerprint(), false)),
+            None
+        ));
+    }
+
+    #[test]
+    fn deletions_are_queued_over_live_states_only() {
+        let gone = listed(3, "A", true);
+        assert!(listed_as_deleted(&gone));
+        assert!(!should_queue(&gone, None, None));
+        assert!(should_queue(&gone, Some(&applied(2, "", false)), None));
+        assert!(!should_queue(&gone, Some(&applied(4, "", false)), None));
+        assert!(!should_queue(&gone, Some(&applied(3, "", true)), None));
+        let event = event_of(&gone, 7);
+        assert_eq!(event.kind, ChangeKind::Delete);
+        assert_eq!(event.version, Some(gone.version));
+        assert_eq!(event.asset, None);
+        assert_eq!(event.dedupe_key, "generic:a:1000.3:deleted");
+        // Only the generic contract's flag counts.
+        let bynder = DamAsset {
+            dam: DamKind::Bynder,
+            ..gone.clone()
+        };
+        assert!(!listed_as_deleted(&bynder));
+    }
+
+    #[test]
+    fn the_parked_version_is_not_queued_again_a_newer_one_is() {
+        let parked = Some(Version {
+            modified_at_ms: 1_000,
+            seq: 2,
+        });
+        assert!(!should_queue(&listed(2, "A", false), None, parked));
+        assert!(!should_queue(
+            &listed(2, "A", true),
+            Some(&applied(1, "", false)),
+            parked
+        ));
+        assert!(should_queue(&listed(3, "A", false), None, parked));
+        assert!(should_queue(
+            &listed(3, "A", false),
+            Some(&applied(1, "", false)),
+            parked
+        ));
     }
 }

@@ -40,8 +40,9 @@ pub struct RunReport {
     pub dam_calls: u32,
     pub pages: u32,
     pub events_enqueued: u64,
-    /// Listed changes not enqueued because the PIM already holds that version or a newer one
-    /// (see [`Poller::with_applied_filter`](super::Poller::with_applied_filter)).
+    /// Listed changes not enqueued: the PIM already holds that version or a newer one, the
+    /// deletion is already applied, or the consumer dead-lettered exactly that version (see
+    /// [`Poller::with_applied_filter`](super::Poller::with_applied_filter)).
     #[serde(default)]
     pub already_applied: u64,
     /// Cursor position (ms since the epoch) before and after the run.

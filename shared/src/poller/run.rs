@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 use super::cursor::{CursorState, Resume};
 use super::{Mode, PollError, PollMetrics, Poller, RunReport, StopReason};
-use crate::dam::{ChangeEvent, DamError, PageToken};
+use crate::dam::{DamError, PageToken};
 use crate::time::{duration_ms, epoch_ms, from_epoch_ms};
 
 /// Where a run lists from and how far its cursor may go: the answer of [`Poller::window`].
@@ -156,12 +156,8 @@ impl Poller {
                     break StopReason::Failed;
                 }
             };
-            let fresh = self.not_yet_applied(&page.assets).await;
-            report.already_applied += (page.assets.len() - fresh.len()) as u64;
-            let events: Vec<ChangeEvent> = fresh
-                .into_iter()
-                .map(|a| ChangeEvent::upsert_of(a, epoch_ms(now)))
-                .collect();
+            let (events, skipped) = self.page_events(&page.assets, epoch_ms(now)).await;
+            report.already_applied += skipped;
             if !events.is_empty()
                 && let Err(e) = self.queue.enqueue(&events).await
             {

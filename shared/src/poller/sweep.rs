@@ -5,12 +5,12 @@
 //! Design (docs/poller.md, "Deletion sweep"), memory bounded by one PIM page:
 //! 1. for each family the mapping writes whose delete policy is not `ignore`, stream the PIM's
 //!    asset codes page by page (Akeneo pages by 100);
-//! 2. resolve each code to the DAM asset we wrote it from through the per-asset state, read in
-//!    one batch per page: the candidate DAM id is the code itself (the default code template
-//!    `{{id}}` of an id that is already a valid code), confirmed only when the stored state
-//!    says that DAM id was written to this family under this code. A PIM asset without such a
-//!    state is not ours (created by hand, or by a template that is not `{{id}}`) and is left
-//!    alone: the sweep never deletes what the connector did not write;
+//! 2. resolve each code to the DAM asset we wrote it from through the state store's reverse
+//!    index ([`AssetStateStore::find_by_codes`]), read in one batch per page, whatever the code
+//!    template or the DAM's id format (Bynder's UUIDs get a hash suffix): only a live state
+//!    that holds this code in this family counts. A PIM asset without one is not ours (created
+//!    by hand) or already retired, and is left alone: the sweep never deletes what the
+//!    connector did not write;
 //! 3. fetch the confirmed ids from the DAM in one batched call (≤ 100 ids) and enqueue a
 //!    `Delete` event for each id the DAM reports gone.
 //!
@@ -351,18 +351,7 @@ impl Sweeper {
         cutoff_ms: i64,
         report: &mut SweepReport,
     ) -> Result<Option<StopReason>, SweepError> {
-        let states = self.ports.states.get_many(dam, codes).await?;
-        let managed: Vec<String> = codes
-            .iter()
-            .filter(|code| {
-                states
-                    .get(*code)
-                    .is_some_and(|s| s.family == family && &s.pim_code == *code)
-            })
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let managed = self.managed_ids(dam, family, codes).await?;
         let mut events = Vec::new();
         for chunk in managed.chunks(FETCH_CHUNK) {
             if report.dam_calls >= self.settings.max_dam_calls {
@@ -403,6 +392,42 @@ impl Sweeper {
         report.managed += managed.len() as u64;
         report.unmanaged += (codes.len() - managed.len()) as u64;
         Ok(None)
+    }
+
+    /// The DAM ids of `dam` written to `family` under these PIM codes, through the reverse
+    /// index, whatever the code template. Codes the index does not resolve fall back to the
+    /// state keyed by the code itself (`{{id}}`-style codes): DynamoDB states written before the
+    /// index existed have no index entry until their next write. Live states only, so a
+    /// retired asset or one moved to another code is never swept under its old code.
+    async fn managed_ids(
+        &self,
+        dam: DamKind,
+        family: &str,
+        codes: &[String],
+    ) -> Result<Vec<String>, SweepError> {
+        let found = self.ports.states.find_by_codes(family, codes).await?;
+        let mut ids: HashSet<String> = found
+            .values()
+            .filter(|(d, _)| *d == dam)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let rest: Vec<String> = codes
+            .iter()
+            .filter(|c| !found.contains_key(*c))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            let states = self.ports.states.get_many(dam, &rest).await?;
+            ids.extend(rest.into_iter().filter(|code| {
+                states
+                    .get(code)
+                    .and_then(|s| s.indexed_code())
+                    .is_some_and(|held| held == (family, code.as_str()))
+            }));
+        }
+        let mut ids: Vec<String> = ids.into_iter().collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Stores the pass position (`None`: the pass is complete) when it changed. A conflict

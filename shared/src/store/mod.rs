@@ -4,8 +4,10 @@
 //! `embedded-store` crate); `shared::testing::MemoryStore` (feature `test-util`) is the
 //! in-memory one for tests:
 //!
-//! - [`AssetStateStore`]: the last version applied to the PIM per DAM asset. Its conditional
-//!   write is the ordering guard that turns duplicate and out-of-order events into no-ops.
+//! - [`AssetStateStore`]: the last version applied to the PIM per DAM asset (a tombstone once
+//!   the asset is deleted), the reverse index from PIM codes to DAM assets, and the versions
+//!   the consumer dead-lettered. Its conditional write ([`AssetState::may_be_replaced_by`]) is
+//!   the ordering guard that turns duplicate and out-of-order events into no-ops.
 //! - [`CursorStore`]: the poller's modified-since cursors, written under an optimistic lock
 //!   and never moved backwards.
 //! - [`LeaseStore`]: a named lease so two poller runs (a retry overlapping the next schedule)
@@ -25,7 +27,9 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | asset state | `asset#<dam>#<id>` | `state` | `dam`, `asset_id`, `modified_at_ms`, `seq`, `content_hash`, `family`, `pim_code`, `updated_at_ms`, `media_files` (M, source URL → media-file code; absent when empty) |
+//! | asset state | `asset#<dam>#<id>` | `state` | `dam`, `asset_id`, `modified_at_ms`, `seq`, `content_hash`, `family`, `pim_code`, `updated_at_ms`, `media_files` (M, source URL → media-file code; absent when empty), `deleted` (BOOL; absent: false), `source_hash` (absent: empty) |
+//! | reverse index | `code#<family>#<code>` | `index` | `dam`, `asset_id`: the DAM asset last written to this PIM code (live states only) |
+//! | parked version | `asset#<dam>#<id>` | `parked` | `modified_at_ms`, `seq`: the version the consumer dead-lettered |
 //! | family structure | `family#<code>` | `structure` | `structure` (JSON), `expires_at` |
 //! | cursor | `cursor#<name>` | `cursor` | `position_ms`, `page_token` (absent when none), `version` |
 //! | lease | `lease#<name>` | `lease` | `owner`, `expires_at` |
@@ -79,6 +83,15 @@ pub struct AssetState {
     /// whose URL did not change is not downloaded and uploaded again.
     #[serde(default)]
     pub media_files: BTreeMap<String, String>,
+    /// A tombstone: the DAM deleted the asset and its PIM asset was retired at
+    /// `applied_version`. Kept instead of forgetting the state, so a late or replayed older
+    /// full event cannot re-create the asset.
+    #[serde(default)]
+    pub deleted: bool,
+    /// `DamAsset::fingerprint` of the DAM asset this state was applied from (empty when
+    /// unknown): lets the poller tell a same-second edit from a repeat without mapping it.
+    #[serde(default)]
+    pub source_hash: String,
 }
 
 impl AssetState {
@@ -88,14 +101,38 @@ impl AssetState {
         self.family.is_empty()
     }
 
-    /// The version rule: only a strictly newer version is applied over what was applied, so a
-    /// duplicate or an out-of-order older event is a no-op.
+    /// The version-only rule: `version` is strictly newer than what was applied. An equal
+    /// version may still carry other content (see [`AssetState::may_be_replaced_by`]); this
+    /// check is for callers that know only a version (a hint, a parked version).
     pub fn is_superseded_by(&self, version: Version) -> bool {
         version > self.applied_version
     }
+
+    /// The write rule of `record_applied`: `new` may replace `self` (the stored state) when
+    /// - `self` is a tombstone and `new` is live (the consumer writes a live state over a
+    ///   tombstone only after a DAM read under the asset's lease confirmed it exists), or
+    /// - `new.applied_version > self.applied_version`, or
+    /// - the versions are equal and the content differs (`content_hash`, `source_hash` or
+    ///   `deleted` differ): Bynder and Cloudinary versions have 1 s resolution, so two edits in
+    ///   one second share a version.
+    pub fn may_be_replaced_by(&self, new: &AssetState) -> bool {
+        (self.deleted && !new.deleted)
+            || new.applied_version > self.applied_version
+            || (new.applied_version == self.applied_version
+                && (new.content_hash != self.content_hash
+                    || new.source_hash != self.source_hash
+                    || new.deleted != self.deleted))
+    }
+
+    /// The PIM code this state holds in the reverse index: a live state written to a family.
+    pub fn indexed_code(&self) -> Option<(&str, &str)> {
+        (!self.deleted && !self.is_detached() && !self.pim_code.is_empty())
+            .then_some((self.family.as_str(), self.pim_code.as_str()))
+    }
 }
 
-/// Whether `version` must be applied over `state` (none: nothing was applied yet).
+/// Whether `version` is strictly newer than what `state` applied (none: nothing was applied
+/// yet): the version-only guard, for callers without the content to compare.
 pub fn is_newer(version: Version, state: Option<&AssetState>) -> bool {
     state.is_none_or(|s| s.is_superseded_by(version))
 }
@@ -103,9 +140,10 @@ pub fn is_newer(version: Version, state: Option<&AssetState>) -> bool {
 /// Outcome of [`AssetStateStore::record_applied`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    /// No state existed, or the stored version was strictly older.
+    /// No state existed, or the stored one may be replaced ([`AssetState::may_be_replaced_by`]).
     Written,
-    /// The stored version is the same or newer; nothing was written.
+    /// The stored state is newer, or the same version with the same content; nothing was
+    /// written.
     Stale,
 }
 
@@ -119,11 +157,39 @@ pub trait AssetStateStore: Send + Sync {
         ids: &[String],
     ) -> Result<HashMap<String, AssetState>, StateError>;
 
-    /// Stores `state` only if no state exists or the stored version is strictly older.
+    /// Stores `state` only if no state exists or the stored one may be replaced by it
+    /// ([`AssetState::may_be_replaced_by`]), atomically. Keeps the reverse index in step: the
+    /// code `state` holds (if live) points at this asset, and a code it no longer holds stops
+    /// pointing at it.
     async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError>;
 
-    /// Forgets an asset (deleted in the DAM). Deleting a missing asset is not an error.
+    /// Forgets an asset entirely, its index entry and parked version included. Deleting a
+    /// missing asset is not an error. (A DAM deletion records a tombstone instead.)
     async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError>;
+
+    /// The DAM assets written to `family` under these PIM codes (live states only): the reverse
+    /// index the deletion sweep resolves PIM codes with, whatever the code template or DAM id.
+    async fn find_by_codes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, (DamKind, String)>, StateError>;
+
+    /// Records that `version` of an asset was dead-lettered, so the poller does not queue that
+    /// version again until the asset changes (a newer version) or the letter is replayed.
+    async fn record_parked(
+        &self,
+        dam: DamKind,
+        id: &str,
+        version: Version,
+    ) -> Result<(), StateError>;
+
+    /// The parked version of each of these ids that has one.
+    async fn parked_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, Version>, StateError>;
 }
 
 /// A poller's position in a DAM's modified-since listing.
@@ -280,6 +346,47 @@ mod tests {
         assert!(!Cursor::may_advance(Some(&at(5, 1)), Some(1), &at(4, 0)));
         assert_eq!(Cursor::next_version(None), 1);
         assert_eq!(Cursor::next_version(Some(7)), 8);
+    }
+
+    #[test]
+    fn states_are_replaced_by_newer_versions_other_content_and_live_over_tombstones() {
+        let at = |modified_at_ms, hash: &str, source: &str, deleted| AssetState {
+            dam: DamKind::Bynder,
+            asset_id: "a".into(),
+            applied_version: Version {
+                modified_at_ms,
+                seq: 0,
+            },
+            content_hash: hash.into(),
+            family: "packshot".into(),
+            pim_code: "a".into(),
+            updated_at_ms: 0,
+            media_files: BTreeMap::new(),
+            deleted,
+            source_hash: source.into(),
+        };
+        let stored = at(1_000, "h", "f", false);
+        assert!(stored.may_be_replaced_by(&at(1_001, "h", "f", false)));
+        assert!(!stored.may_be_replaced_by(&at(999, "x", "y", false)));
+        assert!(!stored.may_be_replaced_by(&stored.clone()));
+        assert!(stored.may_be_replaced_by(&at(1_000, "h2", "f", false)));
+        assert!(stored.may_be_replaced_by(&at(1_000, "h", "f2", false)));
+        assert!(stored.may_be_replaced_by(&at(1_000, "h", "f", true)));
+        let tombstone = at(2_000, "", "", true);
+        assert!(tombstone.may_be_replaced_by(&at(1_500, "h", "f", false)));
+        assert!(!tombstone.may_be_replaced_by(&at(1_500, "", "", true)));
+        assert!(!tombstone.may_be_replaced_by(&tombstone.clone()));
+        assert_eq!(stored.indexed_code(), Some(("packshot", "a")));
+        assert_eq!(tombstone.indexed_code(), None);
+        // The version-only checks are unchanged.
+        assert!(!stored.is_superseded_by(stored.applied_version));
+        assert!(is_newer(
+            Version {
+                modified_at_ms: 1_001,
+                seq: 0
+            },
+            Some(&stored)
+        ));
     }
 
     #[test]

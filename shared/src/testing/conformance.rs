@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use crate::dam::{DamKind, Version};
 use crate::store::{
     Advance, Applied, AssetState, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore,
@@ -48,6 +50,8 @@ fn state(dam: DamKind, id: &str, modified_at_ms: i64, seq: i64, hash: &str) -> A
         pim_code: format!("code_{id}"),
         updated_at_ms: 42,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     }
 }
 
@@ -75,7 +79,7 @@ pub async fn asset_versions_only_move_forward(store: &(impl AssetStateStore + ?S
 
     // Out of order and duplicate deliveries change nothing.
     assert_eq!(store.record_applied(&v1).await.unwrap(), Applied::Stale);
-    let same_version = state(bynder, "a", 2_000, 0, "other");
+    let same_version = state(bynder, "a", 2_000, 0, "h2");
     assert_eq!(
         store.record_applied(&same_version).await.unwrap(),
         Applied::Stale
@@ -337,4 +341,282 @@ pub async fn leases_exclude_other_owners_until_expiry(
     assert!(!store.release("poller", "run-b").await.unwrap());
     assert!(store.acquire("poller", "run-c", ttl).await.unwrap());
     assert!(!store.release("never-held", "run-c").await.unwrap());
+}
+
+fn tombstone(dam: DamKind, id: &str, modified_at_ms: i64) -> AssetState {
+    AssetState {
+        deleted: true,
+        content_hash: String::new(),
+        ..state(dam, id, modified_at_ms, 0, "")
+    }
+}
+
+/// The write rule ([`AssetState::may_be_replaced_by`]): tombstones, same-second edits, repeats.
+pub async fn writes_keep_tombstones_and_same_second_edits(store: &(impl AssetStateStore + ?Sized)) {
+    let dam = DamKind::Cloudinary;
+    let v2 = state(dam, "t", 2_000, 0, "h1");
+    assert_eq!(store.record_applied(&v2).await.unwrap(), Applied::Written);
+
+    // Same second, same version: another content hash or another DAM fingerprint is an edit.
+    let edited = state(dam, "t", 2_000, 0, "h2");
+    assert_eq!(
+        store.record_applied(&edited).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(store.record_applied(&edited).await.unwrap(), Applied::Stale);
+    let fingerprinted = AssetState {
+        source_hash: "f1".into(),
+        ..edited.clone()
+    };
+    assert_eq!(
+        store.record_applied(&fingerprinted).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(
+        store.record_applied(&fingerprinted).await.unwrap(),
+        Applied::Stale
+    );
+    let unfingerprinted_again = edited.clone();
+    assert_eq!(
+        store.record_applied(&unfingerprinted_again).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(stored(store, dam, "t").await, Some(edited.clone()));
+    // An older version is stale whatever its content.
+    let older = state(dam, "t", 1_999, 9, "h9");
+    assert_eq!(store.record_applied(&older).await.unwrap(), Applied::Stale);
+
+    // A deletion at the same version is a change of content; then the tombstone is kept.
+    let dead = tombstone(dam, "t", 2_000);
+    assert_eq!(store.record_applied(&dead).await.unwrap(), Applied::Written);
+    assert_eq!(stored(store, dam, "t").await, Some(dead.clone()));
+    assert_eq!(store.record_applied(&dead).await.unwrap(), Applied::Stale);
+    let later_dead = tombstone(dam, "t", 3_000);
+    assert_eq!(
+        store.record_applied(&later_dead).await.unwrap(),
+        Applied::Written
+    );
+    let older_dead = tombstone(dam, "t", 2_500);
+    assert_eq!(
+        store.record_applied(&older_dead).await.unwrap(),
+        Applied::Stale
+    );
+    assert_eq!(stored(store, dam, "t").await, Some(later_dead.clone()));
+
+    // A live state replaces a tombstone whatever its version: the consumer writes one only
+    // after a DAM read confirmed the asset exists again.
+    let revived = AssetState {
+        source_hash: "f2".into(),
+        ..state(dam, "t", 2_100, 0, "h3")
+    };
+    assert_eq!(
+        store.record_applied(&revived).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(stored(store, dam, "t").await, Some(revived));
+
+    // A tombstone is a state like any other: a first write may be one.
+    let first_dead = tombstone(dam, "u", 1_000);
+    assert_eq!(
+        store.record_applied(&first_dead).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(stored(store, dam, "u").await, Some(first_dead));
+}
+
+fn codes(codes: &[&str]) -> Vec<String> {
+    codes.iter().map(|c| (*c).to_owned()).collect()
+}
+
+fn in_family(dam: DamKind, id: &str, modified_at_ms: i64, family: &str, code: &str) -> AssetState {
+    AssetState {
+        family: family.into(),
+        pim_code: code.into(),
+        ..state(dam, id, modified_at_ms, 0, &format!("h{modified_at_ms}"))
+    }
+}
+
+/// The reverse index: PIM codes resolve to the live DAM asset written under them, in their
+/// family only; a tombstone, a moved asset's old code and a refused write resolve to nothing.
+pub async fn codes_resolve_to_live_assets(store: &(impl AssetStateStore + ?Sized)) {
+    let uuid = "7f1c9d2e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
+    let bynder = DamKind::Bynder;
+    let code = "7f1c9d2e_1b2a_4c3d_9e8f_0a1b2c3d4e5f_3d1f0a9b2c";
+    store
+        .record_applied(&in_family(bynder, uuid, 1_000, "packshot", code))
+        .await
+        .unwrap();
+    store
+        .record_applied(&in_family(
+            DamKind::Generic,
+            "g1",
+            1_000,
+            "packshot",
+            "sku_g1",
+        ))
+        .await
+        .unwrap();
+    store
+        .record_applied(&in_family(
+            DamKind::Generic,
+            "g2",
+            1_000,
+            "lifestyle",
+            "sku_g2",
+        ))
+        .await
+        .unwrap();
+    let found = store
+        .find_by_codes("packshot", &codes(&[code, "sku_g1", "sku_g2", "nobody"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        HashMap::from([
+            (code.to_owned(), (bynder, uuid.to_owned())),
+            ("sku_g1".to_owned(), (DamKind::Generic, "g1".to_owned())),
+        ])
+    );
+    assert!(
+        store
+            .find_by_codes("packshot", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A refused (older) write does not claim a code.
+    assert_eq!(
+        store
+            .record_applied(&in_family(
+                DamKind::Generic,
+                "g1",
+                500,
+                "packshot",
+                "sku_old"
+            ))
+            .await
+            .unwrap(),
+        Applied::Stale
+    );
+    assert!(
+        store
+            .find_by_codes("packshot", &codes(&["sku_old"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A moved asset is found under its new code only.
+    store
+        .record_applied(&in_family(
+            DamKind::Generic,
+            "g1",
+            2_000,
+            "packshot",
+            "sku_g1_new",
+        ))
+        .await
+        .unwrap();
+    let found = store
+        .find_by_codes("packshot", &codes(&["sku_g1", "sku_g1_new"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        HashMap::from([("sku_g1_new".to_owned(), (DamKind::Generic, "g1".to_owned()))])
+    );
+
+    // A tombstone is not found; a detached state (left the mapping) neither.
+    store
+        .record_applied(&tombstone(bynder, uuid, 2_000))
+        .await
+        .unwrap();
+    let detached = AssetState {
+        family: String::new(),
+        pim_code: String::new(),
+        ..state(DamKind::Generic, "g2", 2_000, 0, "")
+    };
+    store.record_applied(&detached).await.unwrap();
+    assert!(
+        store
+            .find_by_codes("packshot", &codes(&[code]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .find_by_codes("lifestyle", &codes(&["sku_g2"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Another asset taking a freed code is found under it.
+    store
+        .record_applied(&in_family(
+            DamKind::Generic,
+            "g3",
+            3_000,
+            "packshot",
+            "sku_g1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_by_codes("packshot", &codes(&["sku_g1"]))
+            .await
+            .unwrap(),
+        HashMap::from([("sku_g1".to_owned(), (DamKind::Generic, "g3".to_owned()))])
+    );
+    // A forgotten asset is not found.
+    store.delete(DamKind::Generic, "g1").await.unwrap();
+    assert!(
+        store
+            .find_by_codes("packshot", &codes(&["sku_g1_new"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Parked versions: recorded per DAM asset, never moved backwards, forgotten with the asset.
+pub async fn parked_versions_are_kept_per_asset(store: &(impl AssetStateStore + ?Sized)) {
+    let v = |modified_at_ms, seq| Version {
+        modified_at_ms,
+        seq,
+    };
+    let dam = DamKind::Generic;
+    let ids = codes(&["p1", "p2", "p#3", "never"]);
+    assert!(store.parked_many(dam, &ids).await.unwrap().is_empty());
+    store.record_parked(dam, "p1", v(2_000, 1)).await.unwrap();
+    store.record_parked(dam, "p#3", v(5, 0)).await.unwrap();
+    store
+        .record_parked(DamKind::Bynder, "p2", v(9, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.parked_many(dam, &ids).await.unwrap(),
+        HashMap::from([("p1".to_owned(), v(2_000, 1)), ("p#3".to_owned(), v(5, 0)),])
+    );
+    // A late letter of an older version keeps the newer one; a newer one replaces it.
+    store.record_parked(dam, "p1", v(2_000, 0)).await.unwrap();
+    assert_eq!(
+        store.parked_many(dam, &codes(&["p1"])).await.unwrap()["p1"],
+        v(2_000, 1)
+    );
+    store.record_parked(dam, "p1", v(3_000, 0)).await.unwrap();
+    assert_eq!(
+        store.parked_many(dam, &codes(&["p1", "p1"])).await.unwrap(),
+        HashMap::from([("p1".to_owned(), v(3_000, 0))])
+    );
+    // Parking does not create or change an applied state.
+    assert_eq!(stored(store, dam, "p1").await, None);
+    store.delete(dam, "p1").await.unwrap();
+    assert_eq!(
+        store.parked_many(dam, &ids).await.unwrap(),
+        HashMap::from([("p#3".to_owned(), v(5, 0))])
+    );
 }

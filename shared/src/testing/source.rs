@@ -65,6 +65,26 @@ impl MemorySource {
         self.lock().assets.insert(id.to_owned(), asset);
     }
 
+    /// Creates or replaces an asset with its own fields (a same-second edit: same version,
+    /// other fields).
+    pub fn put_asset(&self, asset: DamAsset) {
+        self.lock().assets.insert(asset.id.clone(), asset);
+    }
+
+    /// Deletes an asset the way the generic contract lists it: a `"deleted": true` row at this
+    /// version, which `fetch` reports gone.
+    pub fn mark_deleted(&self, id: &str, modified_at_ms: i64, seq: i64) {
+        self.put_asset(DamAsset {
+            dam: self.dam,
+            id: id.to_owned(),
+            version: Version {
+                modified_at_ms,
+                seq,
+            },
+            fields: serde_json::json!({ "id": id, "seq": seq, "deleted": true }),
+        });
+    }
+
     pub fn remove(&self, id: &str) {
         self.lock().assets.remove(id);
     }
@@ -165,8 +185,8 @@ impl AssetSource for MemorySource {
         Ok(ids
             .iter()
             .map(|id| match inner.assets.get(id) {
-                Some(a) => Fetched::Found(a.clone()),
-                None => Fetched::Gone(id.clone()),
+                Some(a) if !crate::poller::listed_as_deleted(a) => Fetched::Found(a.clone()),
+                _ => Fetched::Gone(id.clone()),
             })
             .collect())
     }

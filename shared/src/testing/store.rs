@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::dam::DamKind;
+use crate::dam::{DamKind, Version};
 use crate::store::{
     Advance, Applied, AssetState, AssetStateStore, Clock, Cursor, CursorStore, LeaseStore,
     StateError, expiry_seconds, may_acquire_lease, system_clock,
@@ -16,6 +16,7 @@ use crate::store::{
 pub struct MemoryStore {
     clock: Clock,
     assets: Mutex<HashMap<(DamKind, String), AssetState>>,
+    parked: Mutex<HashMap<(DamKind, String), Version>>,
     cursors: Mutex<HashMap<String, Cursor>>,
     /// Lease name → (owner, expires_at in epoch seconds).
     leases: Mutex<HashMap<String, (String, i64)>>,
@@ -32,6 +33,7 @@ impl MemoryStore {
         Self {
             clock: system_clock(),
             assets: Mutex::default(),
+            parked: Mutex::default(),
             cursors: Mutex::default(),
             leases: Mutex::default(),
         }
@@ -68,7 +70,7 @@ impl AssetStateStore for MemoryStore {
         let mut assets = lock(&self.assets);
         let key = (state.dam, state.asset_id.clone());
         match assets.get(&key) {
-            Some(stored) if stored.applied_version >= state.applied_version => Ok(Applied::Stale),
+            Some(stored) if !stored.may_be_replaced_by(state) => Ok(Applied::Stale),
             _ => {
                 assets.insert(key, state.clone());
                 Ok(Applied::Written)
@@ -78,7 +80,48 @@ impl AssetStateStore for MemoryStore {
 
     async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
         lock(&self.assets).remove(&(dam, id.to_owned()));
+        lock(&self.parked).remove(&(dam, id.to_owned()));
         Ok(())
+    }
+
+    async fn find_by_codes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, (DamKind, String)>, StateError> {
+        let assets = lock(&self.assets);
+        Ok(assets
+            .values()
+            .filter_map(|s| {
+                let (f, code) = s.indexed_code()?;
+                (f == family && codes.iter().any(|c| c == code))
+                    .then(|| (code.to_owned(), (s.dam, s.asset_id.clone())))
+            })
+            .collect())
+    }
+
+    async fn record_parked(
+        &self,
+        dam: DamKind,
+        id: &str,
+        version: Version,
+    ) -> Result<(), StateError> {
+        let mut parked = lock(&self.parked);
+        let entry = parked.entry((dam, id.to_owned())).or_insert(version);
+        *entry = (*entry).max(version);
+        Ok(())
+    }
+
+    async fn parked_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, Version>, StateError> {
+        let parked = lock(&self.parked);
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), *parked.get(&(dam, id.clone()))?)))
+            .collect())
     }
 }
 

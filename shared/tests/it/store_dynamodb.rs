@@ -99,6 +99,24 @@ async fn asset_versions_only_move_forward() {
 }
 
 #[tokio::test]
+async fn writes_keep_tombstones_and_same_second_edits() {
+    let (store, _) = fresh_store().await;
+    store_conformance::writes_keep_tombstones_and_same_second_edits(&store).await;
+}
+
+#[tokio::test]
+async fn codes_resolve_to_live_assets() {
+    let (store, _) = fresh_store().await;
+    store_conformance::codes_resolve_to_live_assets(&store).await;
+}
+
+#[tokio::test]
+async fn parked_versions_are_kept_per_asset() {
+    let (store, _) = fresh_store().await;
+    store_conformance::parked_versions_are_kept_per_asset(&store).await;
+}
+
+#[tokio::test]
 async fn concurrent_writers_leave_the_newest_version() {
     let (store, _) = fresh_store().await;
     store_conformance::concurrent_writers_leave_the_newest_version(&store).await;
@@ -285,6 +303,8 @@ async fn a_missing_table_is_a_permanent_error_not_a_stale_answer() {
         pim_code: "a".into(),
         updated_at_ms: 0,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     let error = store.record_applied(&state).await.unwrap_err();
     assert!(matches!(error, StateError::Permanent(..)), "{error:?}");

@@ -182,6 +182,8 @@ async fn throttling_and_server_errors_are_retriable_validation_is_not() {
         pim_code: "a".into(),
         updated_at_ms: 0,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     let (store, _) = scripted_store(vec![
         (400, service_error("ProvisionedThroughputExceededException")),
@@ -189,6 +191,8 @@ async fn throttling_and_server_errors_are_retriable_validation_is_not() {
         (500, service_error("InternalServerError")),
         (400, service_error("ValidationException")),
         (400, service_error("ResourceNotFoundException")),
+        // The reverse-index entry is written first, then the state under its condition.
+        (200, json!({})),
         (400, service_error("ConditionalCheckFailedException")),
     ])
     .await;

@@ -34,3 +34,18 @@ async fn leases_exclude_other_owners_until_expiry() {
     let store = MemoryStore::new().with_clock(clock.clock());
     store_conformance::leases_exclude_other_owners_until_expiry(&store, &clock).await;
 }
+
+#[tokio::test]
+async fn writes_keep_tombstones_and_same_second_edits() {
+    store_conformance::writes_keep_tombstones_and_same_second_edits(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn codes_resolve_to_live_assets() {
+    store_conformance::codes_resolve_to_live_assets(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn parked_versions_are_kept_per_asset() {
+    store_conformance::parked_versions_are_kept_per_asset(&MemoryStore::new()).await;
+}

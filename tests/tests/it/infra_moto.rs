@@ -303,6 +303,8 @@ async fn the_templates_table_serves_the_dynamodb_store() {
         pim_code: "a1".into(),
         updated_at_ms: 1_700_000_000_100,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     assert_eq!(
         store.record_applied(&state).await.unwrap(),

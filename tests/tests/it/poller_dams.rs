@@ -224,3 +224,65 @@ async fn a_generic_429_stops_the_run_with_its_retry_after() {
     assert!(report.resume_saved);
     assert_eq!(rig.enqueued_ids().len(), 20);
 }
+
+/// The generic change feed lists deleted assets as `"deleted": true` rows: the poller turns
+/// each one it synced into a `Delete` at the listing's version, and leaves alone the ones it
+/// never wrote, or already retired.
+#[tokio::test]
+async fn generic_deleted_rows_become_versioned_deletions() {
+    use shared::dam::{ChangeKind, DamKind, Version};
+    use shared::store::{AssetState, AssetStateStore};
+
+    let sim = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let ids = sim.generate(4, 3);
+    let rig = Rig::new();
+    let api = Arc::new(
+        GenericApi::new(GenericApiSettings::new(
+            url::Url::parse(&sim.generic_base_url()).unwrap(),
+            SecretString::from(sim.config().generic_token.clone()),
+        ))
+        .unwrap(),
+    );
+    let poller = rig
+        .poller(api.clone(), 10)
+        .with_applied_filter(rig.store.clone());
+    let (now, deadline) = window();
+    let first = poller.run(now, deadline).await.unwrap();
+    assert_eq!(first.events_enqueued, 4);
+    // The consumer applied all four as listed, except the last one (never written).
+    for event in rig.queue.drain().iter().filter(|e| e.asset_id != ids[3]) {
+        let asset = event.asset.as_ref().unwrap();
+        rig.store
+            .record_applied(&AssetState {
+                dam: DamKind::Generic,
+                asset_id: asset.id.clone(),
+                applied_version: asset.version,
+                content_hash: "h".into(),
+                family: "packshot".into(),
+                pim_code: asset.id.clone(),
+                updated_at_ms: 0,
+                media_files: Default::default(),
+                deleted: false,
+                source_hash: asset.fingerprint(),
+            })
+            .await
+            .unwrap();
+    }
+    assert!(sim.delete(&ids[0]));
+    assert!(sim.delete(&ids[3]));
+    let deleted_version = {
+        let a = sim.asset(&ids[0]).unwrap();
+        Version {
+            modified_at_ms: a.modified_at_ms,
+            seq: a.version as i64,
+        }
+    };
+
+    let second = poller.run(now, deadline).await.unwrap();
+    let events = rig.queue.drain();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].asset_id, ids[0]);
+    assert_eq!(events[0].kind, ChangeKind::Delete);
+    assert_eq!(events[0].version, Some(deleted_version));
+    assert_eq!(second.already_applied, 3, "two applied, one never written");
+}

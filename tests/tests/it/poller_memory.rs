@@ -155,6 +155,8 @@ async fn relisted_changes_the_consumer_applied_are_not_enqueued_again() {
         pim_code: id.to_owned(),
         updated_at_ms: T0,
         media_files: Default::default(),
+        deleted: false,
+        source_hash: String::new(),
     };
     rig.store
         .record_applied(&record("applied", 1))
@@ -586,4 +588,136 @@ async fn a_resume_point_the_dam_refuses_is_dropped_and_the_listing_restarts() {
     assert_eq!(report.stop, StopReason::Complete);
     assert!(!report.resumed);
     assert_eq!(rig.drained_ids(), vec!["a".to_owned()]);
+}
+
+fn state_of(asset: &shared::dam::DamAsset, deleted: bool, source_hash: String) -> AssetState {
+    AssetState {
+        dam: asset.dam,
+        asset_id: asset.id.clone(),
+        applied_version: asset.version,
+        content_hash: "h".into(),
+        family: "packshot".into(),
+        pim_code: asset.id.clone(),
+        updated_at_ms: T0,
+        media_files: Default::default(),
+        deleted,
+        source_hash,
+    }
+}
+
+fn listed(rig: &Rig, id: &str) -> shared::dam::DamAsset {
+    rig.source
+        .assets()
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap()
+}
+
+/// Which listed assets are queued, each rule through a real run: deletions the DAM lists, a
+/// tombstone listed live, a same-second edit, and parked versions.
+#[tokio::test]
+async fn listed_assets_are_queued_by_state_tombstone_fingerprint_and_parked_version() {
+    use shared::dam::ChangeKind;
+
+    let rig = Rig::new();
+    let t = T0 - 10 * MIN;
+    for id in [
+        "deleted",
+        "revived",
+        "edited",
+        "repeat",
+        "parked",
+        "parked_newer",
+        "new",
+    ] {
+        rig.source.put(id, t, 1);
+    }
+    // Applied as listed now: "repeat" with the fingerprint of what is listed, "edited" with
+    // the fingerprint of an earlier edit in the same second.
+    let mut edited_before = listed(&rig, "edited");
+    edited_before.fields = serde_json::json!({ "id": "edited", "title": "before" });
+    for (id, deleted, hash) in [
+        ("deleted", false, String::new()),
+        ("revived", true, String::new()),
+        ("edited", false, edited_before.fingerprint()),
+        ("repeat", false, listed(&rig, "repeat").fingerprint()),
+        ("parked", false, String::new()),
+        ("parked_newer", false, String::new()),
+    ] {
+        let mut state = state_of(&listed(&rig, id), deleted, hash);
+        if matches!(id, "parked" | "parked_newer") {
+            state.applied_version.seq = 0;
+        }
+        rig.store.record_applied(&state).await.unwrap();
+    }
+    // The DAM deletes one asset (a `deleted: true` row at a newer version); the consumer
+    // dead-lettered the listed versions of two, one of which has changed since.
+    rig.source.mark_deleted("deleted", t + 1_000, 2);
+    let v1 = Version {
+        modified_at_ms: t,
+        seq: 1,
+    };
+    rig.store
+        .record_parked(DamKind::Generic, "parked", v1)
+        .await
+        .unwrap();
+    rig.store
+        .record_parked(DamKind::Generic, "parked_newer", v1)
+        .await
+        .unwrap();
+    rig.source.put("parked_newer", t, 2);
+
+    let poller = rig
+        .poller(settings())
+        .with_applied_filter(rig.store.clone());
+    let report = poller.run(at(T0), far_deadline(T0)).await.unwrap();
+    assert_eq!(report.stop, StopReason::Complete);
+    let mut events = rig.queue.drain();
+    events.sort_by(|a, b| a.asset_id.cmp(&b.asset_id));
+    let queued: Vec<(&str, ChangeKind)> = events
+        .iter()
+        .map(|e| (e.asset_id.as_str(), e.kind))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            ("deleted", ChangeKind::Delete),
+            ("edited", ChangeKind::Upsert),
+            ("new", ChangeKind::Upsert),
+            ("parked_newer", ChangeKind::Upsert),
+            ("revived", ChangeKind::Upsert),
+        ]
+    );
+    assert_eq!(report.already_applied, 2, "repeat and parked");
+    // The deletion carries the listing's version, not the one applied.
+    assert_eq!(
+        events[0].version,
+        Some(Version {
+            modified_at_ms: t + 1_000,
+            seq: 2
+        })
+    );
+    assert_eq!(events[0].asset, None);
+
+    // Once the consumer retired it (a tombstone at the deleted version), the deletion is not
+    // queued again; nor is anything else that is now applied.
+    let gone = listed(&rig, "deleted");
+    rig.store
+        .record_applied(&state_of(&gone, true, String::new()))
+        .await
+        .unwrap();
+    for id in ["edited", "new", "parked_newer", "revived"] {
+        let asset = listed(&rig, id);
+        let fingerprint = asset.fingerprint();
+        rig.store
+            .record_applied(&state_of(&asset, false, fingerprint))
+            .await
+            .unwrap();
+    }
+    let again = poller
+        .run(at(T0 + MIN), far_deadline(T0 + MIN))
+        .await
+        .unwrap();
+    assert_eq!(again.events_enqueued, 0, "{:?}", rig.drained_ids());
+    assert_eq!(again.already_applied, 7);
 }

@@ -274,3 +274,118 @@ async fn the_sweep_stops_at_its_dam_call_budget() {
     assert!(pim_codes(&pim.base_url()).await.is_empty());
     assert_eq!(store.get("sweep").await.unwrap().unwrap().page_token, None);
 }
+
+/// The sweep resolves PIM codes through the state store's reverse index, so assets whose code
+/// is not their DAM id are swept too: ids with `-` (Bynder-style UUIDs, whose codes get a hash
+/// suffix) and a route with its own `code` template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_assets_whatever_their_code_template_and_id() {
+    let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+    let uuids = [
+        "7f1c9d2e-1b2a-4c3d-9e8f-0a1b2c3d4e5f",
+        "0b6e4d3c-2a19-4f8e-8d7c-6b5a49382716",
+    ];
+    let plain = ["g1", "g2", "g3"];
+    for (i, id) in uuids.iter().chain(plain.iter()).enumerate() {
+        dam.upsert(
+            id,
+            serde_json::json!({ "title": format!("Asset {i}"), "sku": format!("AB-{i}"), "width": 100 }),
+        );
+    }
+    let pim = start_pim(akeneo_caps()).await;
+    let source = Arc::new(
+        GenericApi::new(GenericApiSettings::new(
+            url::Url::parse(&dam.generic_base_url()).unwrap(),
+            SecretString::from(dam.config().generic_token.clone()),
+        ))
+        .unwrap(),
+    );
+    // The route names its own code template: the code is never the DAM id.
+    let mapping = SIM_MAPPING.replace(
+        "on_delete = \"delete\"",
+        "on_delete = \"delete\"\ncode = \"ref_{{fields.sku}}_{{id}}\"",
+    );
+    let mapping = Arc::new(Mapping::from_toml_str(&mapping, "code template").unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let queue = Arc::new(MemoryChangeQueue::new());
+    let client = Arc::new(AkeneoClient::new(pim_config(&pim, Limits::default())).unwrap());
+    let consumer = Consumer::new(
+        store.clone(),
+        mapping.clone(),
+        client.clone(),
+        Arc::new(MemoryDeadLetters::new()),
+    )
+    .with_source(source.clone());
+    let now = SystemTime::now();
+    Poller::new(
+        source.clone(),
+        queue.clone(),
+        store.clone(),
+        store.clone(),
+        PollerSettings::default(),
+    )
+    .backfill(now, now + Duration::from_secs(600))
+    .await
+    .unwrap();
+    consume(&queue, &consumer).await;
+    let codes = pim_codes(&pim.base_url()).await;
+    assert_eq!(codes.len(), 5, "{codes:?}");
+    let ids: Vec<&str> = uuids.iter().chain(plain.iter()).copied().collect();
+    assert!(
+        codes.iter().all(|c| !ids.contains(&c.as_str())),
+        "{codes:?}"
+    );
+    // `-` is not allowed in codes: every code is normalised, with a hash suffix.
+    assert!(
+        codes.iter().any(|c| c.starts_with("ref_AB_2_g1_")),
+        "{codes:?}"
+    );
+
+    // One of each kind is deleted in the DAM, with no webhook.
+    assert!(dam.delete(uuids[0]));
+    assert!(dam.delete("g2"));
+    let sweeper = Sweeper::new(
+        SweepPorts {
+            pim: client.clone(),
+            source: source.clone(),
+            states: store.clone(),
+            queue: queue.clone(),
+            cursors: store.clone(),
+            leases: store.clone(),
+        },
+        mapping.clone(),
+        SweepSettings::default(),
+    );
+    let now = SystemTime::now();
+    let report = sweeper
+        .run(now, now + Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.stop, Some(StopReason::Complete));
+    assert_eq!(report.managed, 5);
+    assert_eq!(report.unmanaged, 0);
+    assert_eq!(report.deletions_enqueued, 2);
+    let events = queue.drain();
+    let mut gone: Vec<&str> = events.iter().map(|e| e.asset_id.as_str()).collect();
+    gone.sort();
+    assert_eq!(gone, [uuids[0], "g2"]);
+    assert!(events.iter().all(|e| e.kind == ChangeKind::Delete));
+
+    // The consumer retires exactly those two.
+    queue.enqueue(&events).await.unwrap();
+    consume(&queue, &consumer).await;
+    let left = pim_codes(&pim.base_url()).await;
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(
+        !left.iter().any(|c| c.starts_with("ref_AB_3_g2_")),
+        "{left:?}"
+    );
+    assert!(
+        !left.iter().any(|c| c.starts_with("ref_AB_0_7f1c9d2e_")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|c| c.starts_with("ref_AB_1_0b6e4d3c_")),
+        "{left:?}"
+    );
+}

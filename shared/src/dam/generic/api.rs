@@ -87,13 +87,19 @@ impl GenericApi {
             }
         }
         let body: ChangesBody = self.get_json(url).await?;
-        // Tombstones carry no fields to sync; deletions reach the pipeline through
-        // `asset.deleted` webhooks and through `fetch` reporting the id as gone.
+        // Tombstones (`"deleted": true`) stay in the page: the poller turns them into deletions
+        // (`shared::poller::listed_as_deleted`). One without a readable `modified_at` cannot be
+        // ordered against the applied version, so it is left to webhooks and the sweep.
         let assets = body
             .assets
             .into_iter()
-            .filter(|a| !a.get("deleted").and_then(Value::as_bool).unwrap_or(false))
-            .map(to_dam_asset)
+            .filter_map(|a| {
+                let deleted = a.get("deleted").and_then(Value::as_bool).unwrap_or(false);
+                match to_dam_asset(a) {
+                    Err(_) if deleted => None,
+                    other => Some(other),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let next = body.next_cursor.map(|c| ChangesToken {
             since_ms: token.since_ms,

@@ -26,14 +26,15 @@ use super::{
 use crate::akeneo::StructureStore;
 use crate::akeneo::model::FamilyStructure;
 use crate::aws::{self, HttpResponse, OperationError};
-use crate::dam::DamKind;
+use crate::dam::{DamKind, Version};
 
 mod items;
 
 use items::{
-    Item, SK_ASSET, SK_CURSOR, SK_LEASE, SK_STRUCTURE, asset_from_item, asset_pk, asset_to_item,
-    cursor_from_item, cursor_pk, distinct_chunks, family_pk, get_number, get_string, key, lease_pk,
-    number,
+    Item, SK_ASSET, SK_CURSOR, SK_INDEX, SK_LEASE, SK_PARKED, SK_STRUCTURE, asset_from_item,
+    asset_pk, asset_to_item, code_pk, cursor_from_item, cursor_pk, distinct_chunks, family_pk,
+    get_number, get_string, id_from_asset_pk, index_from_item, index_item, key, lease_pk, number,
+    parked_item, replace_condition, version_from_item,
 };
 
 /// Environment variable naming the table (set by the infrastructure template).
@@ -116,11 +117,7 @@ impl DynamoStore {
     }
 
     /// Reads one chunk (≤ 100 distinct keys), retrying unprocessed keys with backoff.
-    async fn get_chunk(
-        &self,
-        keys: Vec<Item>,
-        out: &mut HashMap<String, AssetState>,
-    ) -> Result<(), StateError> {
+    async fn get_chunk(&self, keys: Vec<Item>) -> Result<Vec<Item>, StateError> {
         // Strongly consistent: a just-recorded version must be seen, or the consumer redoes
         // PIM work the guard would then refuse anyway.
         let mut pending = KeysAndAttributes::builder()
@@ -128,6 +125,7 @@ impl DynamoStore {
             .consistent_read(true)
             .build()
             .map_err(build_error)?;
+        let mut out = Vec::new();
         let mut attempt = 1;
         loop {
             let output = self
@@ -138,16 +136,13 @@ impl DynamoStore {
                 .await
                 .map_err(classify)?;
             let items = output.responses().and_then(|r| r.get(&self.table));
-            for item in items.into_iter().flatten() {
-                let state = asset_from_item(item)?;
-                out.insert(state.asset_id.clone(), state);
-            }
+            out.extend(items.into_iter().flatten().cloned());
             let rest = output
                 .unprocessed_keys()
                 .and_then(|u| u.get(&self.table))
                 .filter(|rest| !rest.keys().is_empty());
             let Some(rest) = rest else {
-                return Ok(());
+                return Ok(out);
             };
             if attempt >= self.batch_retry.max_attempts {
                 return Err(StateError::Transient(
@@ -167,6 +162,21 @@ impl DynamoStore {
             attempt += 1;
         }
     }
+
+    /// The items under `pk(id)` and `sk` for these ids (duplicates allowed), in chunks of 100.
+    async fn get_items(
+        &self,
+        ids: &[String],
+        pk: impl Fn(&str) -> String,
+        sk: &str,
+    ) -> Result<Vec<Item>, StateError> {
+        let mut out = Vec::new();
+        for chunk in distinct_chunks(ids) {
+            let keys = chunk.iter().map(|id| key(pk(id), sk)).collect();
+            out.extend(self.get_chunk(keys).await?);
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -176,26 +186,111 @@ impl AssetStateStore for DynamoStore {
         dam: DamKind,
         ids: &[String],
     ) -> Result<HashMap<String, AssetState>, StateError> {
+        let items = self
+            .get_items(ids, |id| asset_pk(dam, id), SK_ASSET)
+            .await?;
         let mut out = HashMap::new();
-        for chunk in distinct_chunks(ids) {
-            let keys = chunk
-                .iter()
-                .map(|id| key(asset_pk(dam, id), SK_ASSET))
-                .collect();
-            self.get_chunk(keys, &mut out).await?;
+        for item in &items {
+            let state = asset_from_item(item)?;
+            out.insert(state.asset_id.clone(), state);
         }
         Ok(out)
     }
 
     async fn record_applied(&self, state: &AssetState) -> Result<Applied, StateError> {
-        let version = state.applied_version;
-        let result = self
+        // The reverse-index entry first, so a crash between the two writes leaves at worst an
+        // entry whose state does not hold the code, which `find_by_codes` ignores, never a
+        // written state the sweep cannot find. (A transaction would be atomic, but moto does
+        // not serialise conditional transactions, and the entry needs no condition.) A tombstone
+        // or a detached state holds no code: the entry of the code it held stays, ignored.
+        if let Some(index) = index_item(state) {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(index))
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        let (condition, values) = replace_condition(state);
+        let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(asset_to_item(state)))
-            // Strictly newer only: (modified_at_ms, seq) compared lexicographically, as `Version`
-            // orders them. An equal version is a duplicate delivery and is refused.
+            .condition_expression(condition);
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(Applied::Written),
+            Err(error) if is_condition_failed(&error) => Ok(Applied::Stale),
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
+        for sk in [SK_ASSET, SK_PARKED] {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key(asset_pk(dam, id), sk)))
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn find_by_codes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, (DamKind, String)>, StateError> {
+        let entries = self
+            .get_items(codes, |code| code_pk(family, code), SK_INDEX)
+            .await?;
+        // The index may lag behind a move or a deletion (it is rewritten only when a live
+        // state is): each entry counts only when the state still holds the code, live.
+        let mut candidates: HashMap<DamKind, Vec<(String, String)>> = HashMap::new();
+        for item in &entries {
+            let pk = get_string(item, PARTITION_KEY)?;
+            let code = pk
+                .strip_prefix(&format!("code#{family}#"))
+                .ok_or_else(|| StateError::Permanent(format!("item: bad index key {pk}"), None))?
+                .to_owned();
+            let (dam, id) = index_from_item(item)?;
+            candidates.entry(dam).or_default().push((code, id));
+        }
+        let mut out = HashMap::new();
+        for (dam, pairs) in candidates {
+            let ids: Vec<String> = pairs.iter().map(|(_, id)| id.clone()).collect();
+            let states = self.get_many(dam, &ids).await?;
+            for (code, id) in pairs {
+                if states
+                    .get(&id)
+                    .and_then(AssetState::indexed_code)
+                    .is_some_and(|held| held == (family, code.as_str()))
+                {
+                    out.insert(code, (dam, id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_parked(
+        &self,
+        dam: DamKind,
+        id: &str,
+        version: Version,
+    ) -> Result<(), StateError> {
+        // Never backwards: a late letter of an older version keeps the newer parked one.
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(parked_item(dam, id, version)))
             .condition_expression(
                 "attribute_not_exists(pk) OR modified_at_ms < :m \
                  OR (modified_at_ms = :m AND seq < :s)",
@@ -205,21 +300,24 @@ impl AssetStateStore for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Applied::Written),
-            Err(error) if is_condition_failed(&error) => Ok(Applied::Stale),
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failed(&error) => Ok(()),
             Err(error) => Err(classify(error)),
         }
     }
 
-    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), StateError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(asset_pk(dam, id), SK_ASSET)))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+    async fn parked_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, Version>, StateError> {
+        let items = self
+            .get_items(ids, |id| asset_pk(dam, id), SK_PARKED)
+            .await?;
+        items
+            .iter()
+            .map(|item| Ok((id_from_asset_pk(item)?, version_from_item(item)?)))
+            .collect()
     }
 }
 
