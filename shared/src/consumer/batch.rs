@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::AssetChange;
 use crate::akeneo::{AkeneoError, CallCounts, ItemFailure};
-use crate::dam::DamAsset;
+use crate::dam::{DamAsset, Version};
 use crate::mapping::MappedAsset;
 use crate::store::AssetState;
 
@@ -123,14 +123,19 @@ impl Pending {
     ) -> Self {
         let replaces = state
             .filter(|s| {
-                !s.is_detached() && (s.family != mapped.family || s.pim_code != mapped.code)
+                !s.is_detached()
+                    && !s.deleted
+                    && (s.family != mapped.family || s.pim_code != mapped.code)
             })
             .map(|s| (s.family.clone(), s.pim_code.clone()));
         Self {
             idx,
             asset,
             mapped,
-            media: state.map(|s| s.media_files.clone()).unwrap_or_default(),
+            media: state
+                .filter(|s| !s.deleted)
+                .map(|s| s.media_files.clone())
+                .unwrap_or_default(),
             replaces,
         }
     }
@@ -142,6 +147,8 @@ pub(super) struct Batch {
     pub(super) fates: Vec<Option<Fate>>,
     /// The PIM family of each change, once known (for its log line).
     pub(super) families: Vec<Option<String>>,
+    /// The DAM version of each change, once read (what a dead letter parks).
+    pub(super) versions: Vec<Option<Version>>,
     pub(super) freshness_ms: Vec<u64>,
     pub(super) cutoff: Instant,
     pub(super) deadline: Instant,
@@ -164,6 +171,7 @@ impl Batch {
         Self {
             fates: vec![None; changes.len()],
             families: vec![None; changes.len()],
+            versions: vec![None; changes.len()],
             freshness_ms: Vec::new(),
             changes,
             cutoff,

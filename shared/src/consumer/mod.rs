@@ -235,7 +235,7 @@ impl Consumer {
         self.upsert_all(&mut batch, upserts).await;
         self.resolve_missing_media(&mut batch, &states).await;
         for (idx, state) in plan.gone {
-            self.apply_deletion(&mut batch, idx, &state).await;
+            self.apply_deletion(&mut batch, idx, state.as_ref()).await;
         }
         for (idx, asset, state) in plan.left {
             self.leave_mapping(&mut batch, idx, &asset, &state).await;

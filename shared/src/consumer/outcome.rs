@@ -5,6 +5,7 @@ use tracing::Instrument;
 
 use super::batch::{Batch, BatchOutcome, Done, Fate};
 use super::{Consumer, Poison};
+use crate::dam::{DamKind, Version};
 
 impl Consumer {
     /// Sends dead letters and builds the outcome. A dead letter that cannot be sent is
@@ -36,6 +37,7 @@ impl Consumer {
             );
             span.in_scope(|| tracing::warn!(reason = %p.reason, "Undecodable message."));
             letters.push(Letter {
+                parks: None,
                 source_id: p.message.id.clone(),
                 message_ids: vec![p.message.id],
                 body: p.message.body,
@@ -47,8 +49,9 @@ impl Consumer {
             .changes
             .into_iter()
             .zip(batch.fates)
-            .zip(batch.families);
-        for ((change, fate), family) in settled {
+            .zip(batch.families)
+            .zip(batch.versions);
+        for (((change, fate), family), version) in settled {
             let fate = match fate.unwrap_or_else(|| Fate::Retry("no outcome".into())) {
                 // The queue would move it to its dead-letter queue after this delivery, with
                 // no reason attached: park it here, with one.
@@ -100,6 +103,9 @@ impl Consumer {
                     report.failed += 1;
                     tracing::warn!(%reason, "Dead-lettering.");
                     letters.push(Letter {
+                        parks: version
+                            .or(change.hint)
+                            .map(|v| (change.dam, change.asset_id.clone(), v)),
                         source_id: change.source_id,
                         message_ids: change.message_ids,
                         body: change.body,
@@ -119,6 +125,12 @@ impl Consumer {
                         .await;
                     if let Err(error) = &result {
                         tracing::error!(%error, "Dead letter not sent; left for redelivery.");
+                    } else if let Some((dam, id, version)) = &letter.parks {
+                        // Best effort: without the mark the poller queues the version again
+                        // and it is parked a second time, which loses nothing.
+                        if let Err(error) = self.store.record_parked(*dam, id, *version).await {
+                            tracing::warn!(%error, "Parked version not recorded.");
+                        }
                     }
                     (letter, result.map_err(|e| e.to_string()))
                 }
@@ -151,6 +163,9 @@ impl Consumer {
 
 /// A dead letter to send: one per poison message or per dead asset.
 struct Letter {
+    /// The asset and the version parked, so the poller does not queue that version again
+    /// until the asset changes or the letter is replayed. `None` for poison.
+    parks: Option<(DamKind, String, Version)>,
     source_id: String,
     message_ids: Vec<String>,
     body: String,

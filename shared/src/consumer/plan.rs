@@ -16,8 +16,8 @@ pub(super) struct Plan {
     pub(super) upserts: Vec<Pending>,
     /// Same content as the PIM has: only the newer version is recorded, no PIM call.
     pub(super) unchanged: Vec<Pending>,
-    /// DAM deletions of assets that have something in the PIM.
-    pub(super) gone: Vec<(usize, AssetState)>,
+    /// DAM deletions (confirmed by a read) of assets not yet tombstoned, with their state.
+    pub(super) gone: Vec<(usize, Option<AssetState>)>,
     /// Assets that left the mapping while something of theirs is in the PIM.
     pub(super) left: Vec<(usize, DamAsset, AssetState)>,
 }
@@ -111,8 +111,11 @@ fn guard(
             // 1 s resolution, so a second edit in the same second shares the version; only the
             // mapped content tells it from a duplicate. (A carried asset at the applied
             // version was re-read from the DAM before this point.)
+            // Over a tombstone, what the DAM says now wins: only a DAM read gets here (carried
+            // assets over a tombstone were re-read), and it says the asset exists again.
             Some(Fetched::Found(asset)) => {
-                if state.is_none_or(|s| asset.version >= s.applied_version) {
+                batch.versions[idx] = Some(asset.version);
+                if state.is_none_or(|s| s.deleted || asset.version >= s.applied_version) {
                     found.push((idx, asset));
                 } else {
                     batch.settle(idx, Fate::Done(Done::Stale));
@@ -121,12 +124,15 @@ fn guard(
             // Read from the DAM: the DAM confirmed the deletion, whatever the event said.
             Some(Fetched::Gone(_)) => {
                 match state {
-                    // Nothing of ours is in the PIM.
-                    None => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                    Some(s) if s.deleted => batch.settle(idx, Fate::Done(Done::Stale)),
                     Some(s) => {
-                        batch.families[idx] = Some(s.family.clone());
-                        plan.gone.push((idx, s.clone()));
+                        if !s.is_detached() {
+                            batch.families[idx] = Some(s.family.clone());
+                        }
+                        plan.gone.push((idx, Some(s.clone())));
                     }
+                    // Never written: the tombstone still guards against late full events.
+                    None => plan.gone.push((idx, None)),
                 }
             }
             None => batch.settle(idx, Fate::Retry("no DAM state read".into())),

@@ -114,9 +114,11 @@ impl Consumer {
         }
     }
 
-    /// Carried assets at the version already applied are re-read under the lease: the
-    /// snapshot may predate a same-second edit that was applied, and only the DAM can say which
-    /// content is current.
+    /// Carried assets are re-read under the lease when the stored state is a tombstone (a
+    /// listing or a replay taken before the deletion must not re-create the asset), or when
+    /// they are at the applied version with other DAM content than was applied (the snapshot
+    /// may predate a same-second edit that was applied; only the DAM can say which is
+    /// current).
     pub(super) async fn reread_carried(
         &self,
         batch: &mut Batch,
@@ -133,7 +135,12 @@ impl Consumer {
                 continue;
             };
             let state = states.get(&(change.dam, change.asset_id.clone()));
-            if state.is_some_and(|s| s.applied_version == asset.version) {
+            let doubtful = state.is_some_and(|s| {
+                s.deleted
+                    || (s.applied_version == asset.version
+                        && (s.source_hash.is_empty() || s.source_hash != asset.fingerprint()))
+            });
+            if doubtful {
                 again.push(idx);
             }
         }

@@ -5,27 +5,60 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Consumer;
 use super::batch::{Batch, Done, Fate, Pending, TOO_LATE, item_fate, pim_fate};
-use crate::dam::{DamAsset, DamKind, Fetched};
+use crate::dam::{DamAsset, DamKind, Fetched, Version};
 use crate::mapping::DeletePolicy;
 use crate::store::AssetState;
 use crate::time::now_ms;
 
 impl Consumer {
-    /// Applies the family's delete policy to an asset the DAM no longer has, then forgets its
-    /// state (a later re-creation in the DAM is then written in full).
-    pub(super) async fn apply_deletion(&self, batch: &mut Batch, idx: usize, state: &AssetState) {
-        let pim_result = if state.is_detached() {
-            // It left the mapping earlier: its PIM asset was already retired.
-            Ok(())
-        } else {
-            self.retire(batch, &state.family, &state.pim_code).await
+    /// Applies the family's delete policy to an asset the DAM no longer has (confirmed by a
+    /// DAM read), then records a tombstone in place of its state: a late or replayed full
+    /// event of an older version then finds the tombstone and is checked with the DAM instead
+    /// of re-creating the asset; a re-creation in the DAM is read and written in full.
+    pub(super) async fn apply_deletion(
+        &self,
+        batch: &mut Batch,
+        idx: usize,
+        state: Option<&AssetState>,
+    ) {
+        let pim_result = match state {
+            // It left the mapping earlier, or was never written: nothing of ours is in the PIM.
+            None => Ok(()),
+            Some(s) if s.is_detached() => Ok(()),
+            Some(s) => self.retire(batch, &s.family, &s.pim_code).await,
         };
-        let fate = match pim_result {
-            Err(fate) => fate,
-            Ok(()) => match self.store.delete(state.dam, &state.asset_id).await {
-                Ok(()) => Fate::Done(Done::Deleted),
-                Err(error) => Fate::Retry(error.to_string()),
+        if let Err(fate) = pim_result {
+            batch.settle(idx, fate);
+            return;
+        }
+        let change = &batch.changes[idx];
+        let applied = state.map_or(
+            Version {
+                modified_at_ms: 0,
+                seq: 0,
             },
+            |s| s.applied_version,
+        );
+        let tombstone = AssetState {
+            dam: change.dam,
+            asset_id: change.asset_id.clone(),
+            applied_version: change.hint.map_or(applied, |hint| hint.max(applied)),
+            content_hash: String::new(),
+            family: String::new(),
+            pim_code: String::new(),
+            updated_at_ms: now_ms(),
+            media_files: BTreeMap::new(),
+            deleted: true,
+            source_hash: String::new(),
+        };
+        let done = if state.is_some() {
+            Done::Deleted
+        } else {
+            Done::Unmapped
+        };
+        let fate = match self.store.record_applied(&tombstone).await {
+            Ok(_) => Fate::Done(done),
+            Err(error) => Fate::Retry(error.to_string()),
         };
         batch.settle(idx, fate);
     }
@@ -49,10 +82,7 @@ impl Consumer {
             let change = &batch.changes[idx];
             let state = states.get(&(change.dam, change.asset_id.clone()));
             match (current[idx].take(), state) {
-                (Some(Fetched::Gone(_)), Some(state)) => {
-                    self.apply_deletion(batch, idx, state).await;
-                }
-                (Some(Fetched::Gone(_)), None) => batch.settle(idx, Fate::Done(Done::Unmapped)),
+                (Some(Fetched::Gone(_)), state) => self.apply_deletion(batch, idx, state).await,
                 (Some(Fetched::Found(_)), _) => batch.settle(
                     idx,
                     Fate::Retry(format!("{why}; the DAM still has the asset")),
@@ -148,7 +178,7 @@ impl Consumer {
             updated_at_ms: now_ms(),
             media_files: BTreeMap::new(),
             deleted: false,
-            source_hash: String::new(),
+            source_hash: asset.fingerprint(),
         };
         let fate = match self.store.record_applied(&detached).await {
             Ok(_) => Fate::Done(Done::LeftMapping),

@@ -543,7 +543,7 @@ async fn an_expired_deadline_starts_no_call_and_retries_everything() {
 }
 
 #[tokio::test]
-async fn a_dam_deletion_deletes_the_pim_asset_and_forgets_the_state() {
+async fn a_dam_deletion_deletes_the_pim_asset_and_keeps_a_tombstone() {
     let h = harness();
     h.put(dam_asset("a", 1, "AB-1"));
     h.consumer
@@ -561,7 +561,78 @@ async fn a_dam_deletion_deletes_the_pim_asset_and_forgets_the_state() {
         .get_many(DamKind::Generic, &["a".to_string()])
         .await
         .unwrap();
-    assert!(states.is_empty());
+    assert!(states["a"].deleted, "{states:?}");
+    assert_eq!(states["a"].applied_version, v(2));
+    // Its redelivery is a no-op.
+    let out = h
+        .consumer
+        .process(vec![message(1, &thin("a", 2))], later())
+        .await;
+    assert_eq!(out.report.stale, 1, "{out:?}");
+    assert_eq!(h.pim.deletes.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_late_full_event_after_a_delete_does_not_re_create_the_asset() {
+    let h = harness();
+    h.put(dam_asset("a", 2, "AB-2"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 2))], later())
+        .await;
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(vec![message(1, &delete("a", Some(3), 5))], later())
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    let upserts = h.upsert_calls();
+    // A late older webhook, and a listing taken before the deletion but queued after it.
+    for (n, event) in [carried("a", 1, "AB-1"), carried("a", 4, "AB-4")]
+        .iter()
+        .enumerate()
+    {
+        let out = h
+            .consumer
+            .process(vec![message(2 + n, event)], later())
+            .await;
+        assert!(
+            out.retry.is_empty() && out.dead_lettered.is_empty(),
+            "{out:?}"
+        );
+        assert_eq!(h.upsert_calls(), upserts, "{out:?}");
+    }
+    // Re-created in the DAM: written in full again.
+    h.put(dam_asset("a", 6, "AB-6"));
+    let out = h
+        .consumer
+        .process(vec![message(9, &thin("a", 6))], later())
+        .await;
+    assert_eq!(out.report.synced, 1, "{out:?}");
+    assert_eq!(last_sku(&h), json!("AB-6"));
+    let states = h
+        .store
+        .get_many(DamKind::Generic, &["a".to_string()])
+        .await
+        .unwrap();
+    assert!(!states["a"].deleted);
+}
+
+#[tokio::test]
+async fn a_dead_lettered_version_is_recorded_as_parked() {
+    let h = harness();
+    h.put(dam_asset("bad", 7, "AB-2"));
+    h.pim.refuse.lock().unwrap().push("bad".into());
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("bad", 7))], later())
+        .await;
+    assert_eq!(out.dead_lettered.len(), 1, "{out:?}");
+    let parked = h
+        .store
+        .parked_many(DamKind::Generic, &["bad".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(parked["bad"], v(7));
 }
 
 #[tokio::test]

@@ -215,6 +215,6 @@ fn applied_state(p: &Pending) -> AssetState {
         updated_at_ms: now_ms(),
         media_files,
         deleted: false,
-        source_hash: String::new(),
+        source_hash: asset.fingerprint(),
     }
 }
