@@ -126,12 +126,12 @@ impl Consumer {
         states: &HashMap<(DamKind, String), AssetState>,
     ) {
         let mut again = Vec::new();
-        for idx in 0..batch.changes.len() {
+        for (idx, read) in current.iter().enumerate() {
             let change = &batch.changes[idx];
             if !batch.open(idx) || change.read_dam {
                 continue;
             }
-            let Some(Fetched::Found(asset)) = &current[idx] else {
+            let Some(Fetched::Found(asset)) = read else {
                 continue;
             };
             let state = states.get(&(change.dam, change.asset_id.clone()));
