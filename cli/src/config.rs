@@ -75,6 +75,8 @@ pub struct PollerSection {
     pub enabled: bool,
     /// Seconds between incremental polls (the Lambda's schedule is a template parameter).
     pub interval_secs: u64,
+    /// Seconds between deletion sweeps (the Lambda's: the template's `SweepIntervalHours`).
+    pub sweep_interval_secs: u64,
     pub keys: PollKeys,
 }
 
@@ -85,14 +87,18 @@ struct PollerServe {
     enabled: bool,
     #[serde(default = "default_interval")]
     interval_secs: u64,
+    #[serde(default = "default_sweep_interval")]
+    sweep_interval_secs: u64,
 }
 
 impl<'de> Deserialize<'de> for PollerSection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (serve, keys): (PollerServe, PollKeys) = split(d, &["enabled", "interval_secs"])?;
+        let (serve, keys): (PollerServe, PollKeys) =
+            split(d, &["enabled", "interval_secs", "sweep_interval_secs"])?;
         Ok(PollerSection {
             enabled: serve.enabled,
             interval_secs: serve.interval_secs,
+            sweep_interval_secs: serve.sweep_interval_secs,
             keys,
         })
     }
@@ -127,11 +133,18 @@ fn default_interval() -> u64 {
     300
 }
 
+/// Daily, as the template's `SweepIntervalHours` default: the sweep reads every managed asset
+/// on both sides.
+fn default_sweep_interval() -> u64 {
+    24 * 60 * 60
+}
+
 impl Default for PollerSection {
     fn default() -> Self {
         Self {
             enabled: true,
             interval_secs: default_interval(),
+            sweep_interval_secs: default_sweep_interval(),
             keys: PollKeys::default(),
         }
     }
@@ -293,6 +306,12 @@ impl Config {
         if self.raw.poller.interval_secs == 0 {
             return Err(self.error("[poller] interval_secs must be at least 1"));
         }
+        if self.raw.poller.sweep_interval_secs == 0 {
+            return Err(self.error(
+                "[poller] sweep_interval_secs must be at least 1 (`enabled = false` stops the \
+                 polls and the sweep)",
+            ));
+        }
         Ok(())
     }
 
@@ -414,6 +433,20 @@ inline = ""
         assert!(c.source().is_ok());
         assert!(c.ingest().unwrap().cloudinary.is_some());
         assert_eq!(c.akeneo().unwrap().client_id, "i");
+    }
+
+    #[test]
+    fn the_sweep_runs_daily_unless_the_poller_section_says_otherwise() {
+        assert_eq!(config("").unwrap().raw.poller.sweep_interval_secs, 86_400);
+        let c = config("[poller]\nsweep_interval_secs = 600\n").unwrap();
+        assert_eq!(c.raw.poller.sweep_interval_secs, 600);
+        // A serve-only key: not passed to the settings shared with the Lambda variables.
+        assert!(c.poller().is_ok());
+        let e = config("[poller]\nsweep_interval_secs = 0\n")
+            .unwrap()
+            .check_shape()
+            .unwrap_err();
+        assert!(e.to_string().contains("sweep_interval_secs"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The single-process runner behind `dam-sync serve` and `dam-sync demo`: the webhook endpoint
-//! (the Lambda's `IngestService` behind axum), the consumer loop on the SQLite queue and the
-//! poller schedule, all on one [`SqliteStore`].
+//! (the Lambda's `IngestService` behind axum), the consumer loop on the SQLite queue, the
+//! poller schedule and the deletion sweep's schedule, all on one [`SqliteStore`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,8 +21,9 @@ use shared::dam::ChangeEvent;
 use shared::dam::bynder::sns::ReqwestSnsClient;
 use shared::ingest::IngestService;
 use shared::mapping::Mapping;
-use shared::poller::Poller;
+use shared::poller::{Poller, SweepPorts, SweepSettings, Sweeper};
 use shared::queue::{ChangeQueue, QueueError};
+use shared::store::CursorStore;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -60,6 +61,8 @@ pub struct Runtime {
     pub pim: Arc<AkeneoClient>,
     pub consumer: Consumer,
     pub poller: Poller,
+    /// The deletion sweep (the Lambda's `{"mode":"sweep"}` schedule).
+    pub sweeper: Sweeper,
     pub ingest: IngestService,
     pub stats: LoopStats,
     mapping: Arc<Mapping>,
@@ -69,6 +72,8 @@ pub struct Runtime {
     retry_delay: Duration,
     visibility: Duration,
     poll_every: Option<Duration>,
+    sweep_every: Option<Duration>,
+    sweep_settings: SweepSettings,
 }
 
 fn setup(config: &Config, what: &str, e: impl std::fmt::Display) -> Failure {
@@ -122,19 +127,40 @@ impl Runtime {
         });
         let sns = Arc::new(ReqwestSnsClient::new().map_err(|e| setup(config, "HTTP client", e))?);
         let ingest = IngestService::from_config(&ingest_config, queue.clone(), sns.clone(), sns);
+        // The sweep's limits come from the poller's settings, as in the Lambda.
+        let sweep_settings = SweepSettings {
+            max_dam_calls: poller_settings.max_dam_calls,
+            deadline_margin: poller_settings.deadline_margin,
+            lease_ttl: poller_settings.lease_ttl,
+            ..SweepSettings::default()
+        };
         let poller = Poller::new(
-            source,
-            queue,
+            source.clone(),
+            queue.clone(),
             Arc::new(store.clone()),
             Arc::new(store.clone()),
             poller_settings,
         )
         .with_applied_filter(Arc::new(store.clone()));
+        let sweeper = Sweeper::new(
+            SweepPorts {
+                pim: pim.clone(),
+                source,
+                states: Arc::new(store.clone()),
+                queue,
+                cursors: Arc::new(store.clone()),
+                leases: Arc::new(store.clone()),
+            },
+            mapping.clone(),
+            sweep_settings.clone(),
+        )
+        .with_metrics(poller.metrics().clone());
         Ok(Runtime {
             store,
             pim,
             consumer,
             poller,
+            sweeper,
             ingest,
             stats: LoopStats::default(),
             mapping,
@@ -147,6 +173,11 @@ impl Runtime {
                 .poller
                 .enabled
                 .then(|| Duration::from_secs(raw.poller.interval_secs)),
+            sweep_every: raw
+                .poller
+                .enabled
+                .then(|| Duration::from_secs(raw.poller.sweep_interval_secs)),
+            sweep_settings,
         })
     }
 
@@ -271,6 +302,64 @@ impl Runtime {
         }
     }
 
+    /// One deletion sweep (or the next part of an unfinished pass). Errors are logged and
+    /// recorded; the schedule goes on.
+    pub async fn sweep_once(&self) {
+        let now = SystemTime::now();
+        // The sweep stops its margin before this, so it ends inside its lease.
+        let deadline = now + self.sweep_settings.lease_ttl;
+        match self.sweeper.run(now, deadline).await {
+            Ok(report) => tracing::info!(
+                deletions = report.deletions_enqueued,
+                managed = report.managed,
+                stop = ?report.stop,
+                "Sweep finished."
+            ),
+            Err(e) => self.note("sweep", &e.to_string()).await,
+        }
+    }
+
+    /// How long until the first sweep after a start is due: at once when no pass has completed
+    /// or one is unfinished, else a sweep interval after the last completed pass started (the
+    /// sweep's cursor keeps that time), so a restart does not sweep again before it is due.
+    async fn sweep_due_in(&self, every: Duration) -> Duration {
+        let stored = match CursorStore::get(&self.store, &self.sweep_settings.name).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.note("sweep", &e.to_string()).await;
+                return every;
+            }
+        };
+        let Some(cursor) = stored.filter(|c| c.page_token.is_none()) else {
+            return Duration::ZERO;
+        };
+        let due_ms = cursor
+            .position_ms
+            .saturating_add(shared::time::duration_ms(every));
+        let wait_ms = due_ms.saturating_sub(shared::time::now_ms()).max(0);
+        Duration::from_millis(wait_ms as u64).min(every)
+    }
+
+    /// Runs the deletion sweep on its schedule until `stop` turns true.
+    pub async fn sweeper_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(every) = self.sweep_every else {
+            return;
+        };
+        // Like the Lambda's schedule: one run per interval; an unfinished pass (budget,
+        // deadline, failure) resumes at the next one.
+        let mut wait = self.sweep_due_in(every).await;
+        while !*stop.borrow() {
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => continue,
+                }
+            }
+            self.sweep_once().await;
+            wait = every;
+        }
+    }
+
     /// Runs the consumer loop until `stop` turns true; a batch in progress is finished first.
     pub async fn consumer_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let idle = Duration::from_millis(250);
@@ -313,8 +402,9 @@ impl Runtime {
         }
     }
 
-    /// Serves webhooks on `listener` and runs both loops until `stop` turns true; then stops
-    /// accepting, finishes in-flight requests, the current batch and the current poll.
+    /// Serves webhooks on `listener` and runs the consumer, poll and sweep loops until `stop`
+    /// turns true; then stops accepting, finishes in-flight requests, the current batch, poll
+    /// and sweep.
     pub async fn run(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -322,6 +412,7 @@ impl Runtime {
     ) -> std::io::Result<()> {
         let consumer = tokio::spawn(self.clone().consumer_loop(stop.clone()));
         let poller = tokio::spawn(self.clone().poller_loop(stop.clone()));
+        let sweeper = tokio::spawn(self.clone().sweeper_loop(stop.clone()));
         let mut http_stop = stop.clone();
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {
@@ -330,6 +421,7 @@ impl Runtime {
             .await;
         let _ = consumer.await;
         let _ = poller.await;
+        let _ = sweeper.await;
         served
     }
 }
@@ -503,5 +595,64 @@ mod tests {
             assert_eq!(is_dam(&letter.reason), thin, "{letter:?}");
             assert_eq!(is_pim(&letter.reason), !thin, "{letter:?}");
         }
+    }
+
+    /// `serve` sweeps on its own schedule: an asset deleted in the DAM with no webhook sent is
+    /// found by the sweep loop, which enqueues its deletion.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_loop_enqueues_deletions_the_dam_never_notified() {
+        let pim = AkeneoSim::start(SimConfig::default()).await.unwrap();
+        let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
+        let ids = dam.generate(3, 5);
+        let dir = tempfile::tempdir().unwrap();
+        let (client_id, client_secret, username, password) = pim.credentials();
+        let config = json!({
+            "store": { "path": "state.db" },
+            "pim": {
+                "base_url": pim.base_url(), "client_id": client_id,
+                "client_secret": client_secret, "username": username, "password": password,
+            },
+            "dam": {
+                "kind": "generic", "api_url": dam.generic_base_url(),
+                "api_token": dam.config().generic_token,
+                "webhook_secrets": [dam.config().generic_webhook_secret],
+            },
+            "mapping": { "inline": dam_sim::PACKSHOT_MAPPING },
+            "poller": { "interval_secs": 3600, "sweep_interval_secs": 3600 },
+        });
+        let config = Config::from_parts(
+            serde_json::from_value(config).unwrap(),
+            dir.path().to_path_buf(),
+        );
+        let runtime = Arc::new(Runtime::build(&config).map_err(|f| f.message).unwrap());
+
+        // Synced once through the poller and the consumer.
+        runtime.poll_once().await;
+        assert_eq!(runtime.consume_once().await.unwrap(), 3);
+        assert_eq!(runtime.stats.synced.load(Ordering::Relaxed), 3);
+
+        // Deleted in the DAM; nobody is subscribed to its webhooks. Only the sweep loop runs.
+        assert!(dam.delete(&ids[1]));
+        let (tx, rx) = watch::channel(false);
+        let sweeping = tokio::spawn(runtime.clone().sweeper_loop(rx));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let received = loop {
+            let received = runtime.store.receive(10).await.unwrap();
+            if !received.is_empty() || Instant::now() > deadline {
+                break received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tx.send(true).unwrap();
+        sweeping.await.unwrap();
+
+        assert_eq!(received.len(), 1, "{received:?}");
+        let event: ChangeEvent = serde_json::from_str(&received[0].body).unwrap();
+        assert_eq!(event.asset_id, ids[1]);
+        assert_eq!(event.kind, shared::dam::ChangeKind::Delete);
+        assert!(event.dedupe_key.contains(":sweep:"), "{}", event.dedupe_key);
+        // The completed pass is recorded, so a restart waits a full interval.
+        let every = Duration::from_secs(3600);
+        assert!(runtime.sweep_due_in(every).await > Duration::from_secs(3500));
     }
 }

@@ -59,10 +59,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Number of assets with a recorded applied version.
+    /// Number of assets with a recorded applied version, tombstones (deleted assets) left out.
     pub async fn asset_count(&self) -> Result<u64, DbError> {
         self.call(|conn, _| {
-            Ok(conn.query_row("SELECT COUNT(*) FROM asset_state", [], |r| r.get(0))?)
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM asset_state WHERE NOT deleted",
+                [],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

@@ -95,3 +95,75 @@ async fn parked_versions_are_kept_per_asset() {
     let (_dir, store) = fresh();
     store_conformance::parked_versions_are_kept_per_asset(&store).await;
 }
+
+/// A file written before tombstones, fingerprints and parked versions existed is migrated when
+/// opened: its states read as live with no fingerprint, resolve by code, and take tombstones.
+#[tokio::test]
+async fn files_from_before_tombstones_are_migrated_on_open() {
+    use shared::dam::{DamKind, Version};
+    use shared::store::{Applied, AssetStateStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE asset_state (
+                dam TEXT NOT NULL, asset_id TEXT NOT NULL, modified_at_ms INTEGER NOT NULL,
+                seq INTEGER NOT NULL, content_hash TEXT NOT NULL, family TEXT NOT NULL,
+                pim_code TEXT NOT NULL, updated_at_ms INTEGER NOT NULL,
+                media_files TEXT NOT NULL DEFAULT '{}',
+                PRIMARY KEY (dam, asset_id)
+            ) WITHOUT ROWID;
+            INSERT INTO asset_state VALUES
+                ('bynder', 'a-1', 1000, 0, 'h', 'packshot', 'a_1_0123456789', 5, '{}');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    // A second handle on the migrated file adds nothing twice.
+    drop(SqliteStore::open(&path).unwrap());
+    let ids = vec!["a-1".to_owned()];
+    let old = store.get_many(DamKind::Bynder, &ids).await.unwrap()["a-1"].clone();
+    assert!(!old.deleted);
+    assert_eq!(old.source_hash, "");
+    assert_eq!(store.asset_count().await.unwrap(), 1);
+    let found = store
+        .find_by_codes("packshot", &["a_1_0123456789".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(found["a_1_0123456789"], (DamKind::Bynder, "a-1".to_owned()));
+
+    let tombstone = shared::store::AssetState {
+        deleted: true,
+        applied_version: Version {
+            modified_at_ms: 2_000,
+            seq: 0,
+        },
+        ..old
+    };
+    assert_eq!(
+        store.record_applied(&tombstone).await.unwrap(),
+        Applied::Written
+    );
+    assert_eq!(
+        store.asset_count().await.unwrap(),
+        0,
+        "tombstones are not synced assets"
+    );
+    assert!(
+        store
+            .find_by_codes("packshot", &["a_1_0123456789".to_owned()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .record_parked(DamKind::Bynder, "a-1", tombstone.applied_version)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.parked_many(DamKind::Bynder, &ids).await.unwrap()["a-1"],
+        tombstone.applied_version
+    );
+}
