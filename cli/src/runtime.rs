@@ -543,7 +543,7 @@ mod tests {
             },
             "mapping": { "inline": dam_sim::PACKSHOT_MAPPING },
             "poller": { "enabled": false },
-            "consumer": { "max_receives": 1, "retry_delay_ms": 1 },
+            "consumer": { "max_receives": 2, "retry_delay_ms": 1 },
         });
         let config = Config::from_parts(
             serde_json::from_value(config).unwrap(),
@@ -581,17 +581,21 @@ mod tests {
             "{notes:?}"
         );
         let is_dam = |reason: &str| reason.contains("DAM temporarily unavailable");
-        let is_pim = |reason: &str| reason.contains("the PIM answered 500");
+        // The simulator answers 500 or 503.
+        let is_pim = |reason: &str| reason.contains("the PIM answered 50");
         assert_eq!(notes.iter().filter(|n| is_dam(n)).count(), 1, "{notes:?}");
         assert_eq!(notes.iter().filter(|n| is_pim(n)).count(), 1, "{notes:?}");
 
-        // A message that never passes takes its own last error into the dead-letter table.
+        // A message that never passes is parked by the consumer on its last delivery, with
+        // its own last error.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runtime.consume_once().await.unwrap(), 2);
         assert!(runtime.store.receive(10).await.unwrap().is_empty());
         let letters = runtime.store.dead_letters(10).await.unwrap();
         assert_eq!(letters.len(), 2, "{letters:?}");
         for letter in &letters {
             let thin = letter.body.contains("thin_1");
+            assert!(letter.reason.contains("after 2 deliveries"), "{letter:?}");
             assert_eq!(is_dam(&letter.reason), thin, "{letter:?}");
             assert_eq!(is_pim(&letter.reason), !thin, "{letter:?}");
         }
