@@ -121,9 +121,15 @@ struct ChangesToken {
     cursor: Option<String>,
 }
 
-/// Maps one contract asset object. `fields` is the whole object, so mappings address
-/// `fields.title`, `id`, `version`...
-fn to_dam_asset(v: Value) -> Result<DamAsset, DamError> {
+/// Whether a contract asset object is a tombstone (`"deleted": true`).
+pub fn is_tombstone(v: &Value) -> bool {
+    v.get("deleted").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Maps one contract asset object, read over REST or carried by a webhook (one shape for
+/// both, so a mapping sees the same JSON either way). `fields` is the whole object, so
+/// mappings address `fields.title`, `id`, `version`...
+pub fn to_dam_asset(v: Value) -> Result<DamAsset, DamError> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
