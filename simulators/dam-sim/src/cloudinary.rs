@@ -1,5 +1,6 @@
-//! Cloudinary Admin API subset: `POST /v1_1/{cloud}/resources/search` and
-//! `GET /v1_1/{cloud}/resources/by_asset_ids`, Basic auth (api_key:api_secret), and the
+//! Cloudinary Admin API subset: `POST /v1_1/{cloud}/resources/search`,
+//! `GET /v1_1/{cloud}/resources/by_asset_ids` and `GET /v1_1/{cloud}/resources/{asset_id}`,
+//! Basic auth (api_key:api_secret), and the
 //! hourly Admin API budget reported in `X-FeatureRateLimit-*` headers.
 //!
 //! Search expressions: terms joined by ` AND `; supported fields are `asset_id` (`=`/`:`,
@@ -213,6 +214,36 @@ pub(crate) async fn by_asset_ids(
         .map(|a| resource_json_with(a, &cloud, include))
         .collect();
     (rate, Json(json!({ "resources": resources }))).into_response()
+}
+
+/// `GET /v1_1/{cloud}/resources/{asset_id}`: one resource by asset id, 404 when unknown or
+/// deleted. `tags`, `context` and `metadata` only when asked for, as on `by_asset_ids`.
+pub(crate) async fn by_asset_id(
+    State(shared): State<Arc<Shared>>,
+    Path((cloud, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let rate = match admit(&shared, &cloud, &headers) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let pairs = query_pairs(q.as_deref());
+    let flag = |name: &str| pairs.iter().any(|(k, v)| k == name && v == "true");
+    let include = Include {
+        tags: flag("tags"),
+        context: flag("context"),
+        metadata: flag("metadata"),
+    };
+    let cat = shared.catalogue.lock().expect("catalogue lock");
+    match cat.live(&id) {
+        Some(a) => (rate, Json(resource_json_with(a, &cloud, include))).into_response(),
+        None => {
+            let mut r = error(StatusCode::NOT_FOUND, &format!("Resource not found - {id}"));
+            r.headers_mut().extend(rate);
+            r
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

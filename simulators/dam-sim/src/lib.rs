@@ -370,11 +370,16 @@ fn router(shared: Arc<Shared>) -> Router {
             "/v1_1/{cloud}/resources/by_asset_ids",
             get(cloudinary::by_asset_ids),
         )
+        .route(
+            "/v1_1/{cloud}/resources/{asset_id}",
+            get(cloudinary::by_asset_id),
+        )
         .route("/api/v4/media/", get(bynder::list_media))
         .route("/api/v4/media", get(bynder::list_media))
         .route("/api/v4/media/{id}/", get(bynder::get_media))
         .route("/api/v4/media/{id}", get(bynder::get_media))
         .route("/generic/assets", get(generic::get_assets))
+        .route("/generic/assets/{id}", get(generic::get_asset))
         .route("/generic/changes", get(generic::get_changes))
         .route("/files/{id}/{name}", get(files::get_file))
         .route_layer(middleware::from_fn_with_state(

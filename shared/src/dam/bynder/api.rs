@@ -1,8 +1,9 @@
 //! Bynder REST client ([`AssetSource`]) over the v4 media API, bearer token (permanent token
 //! or OAuth2 access token).
 //!
-//! - Fetch: `GET /api/v4/media/?ids=a,b,...&limit=N`; ids absent from the answer, and
-//!   archived media (`isArchived`), are gone.
+//! - Fetch: `GET /api/v4/media/?ids=a,b,...&limit=N`; archived media (`isArchived`) are
+//!   gone; an id absent from the answer is confirmed with `GET /api/v4/media/{id}/` (gone on
+//!   its 404 or when archived).
 //! - Changes: `GET /api/v4/media/?dateModified=<since>&orderBy=dateModified asc&limit&page`.
 //!   Page numbers shift when media change mid-scan, so after each full page the window is
 //!   re-anchored at the last `dateModified` seen (page 1 again), skipping ids already
@@ -27,8 +28,8 @@ use serde_json::Value;
 use url::Url;
 
 use crate::dam::http::{
-    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
-    transport_error,
+    PageStep, decode_token, endpoint, http_client, page_step, paged, read_json, read_json_or_404,
+    resolve_in_input_order, transport_error,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
 use crate::time::{epoch_ms, format_rfc3339_secs, parse_rfc3339_ms};
@@ -186,6 +187,24 @@ impl BynderApi {
         read_json(resp).await
     }
 
+    /// `GET /api/v4/media/{id}/`: confirms an id the `ids=` answer left out; Bynder's 404
+    /// says the media is gone.
+    async fn fetch_one(&self, id: String) -> Result<Fetched, DamError> {
+        self.budget.acquire(self.settings.budget_max_wait).await?;
+        let url = endpoint(&self.settings.base_url, &["api", "v4", "media", &id, ""]);
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(self.settings.token.expose_secret())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        match read_json_or_404::<Value>(resp).await? {
+            None => Ok(Fetched::Gone(id)),
+            Some(m) => Ok(found_or_archived(to_dam_asset(m)?)),
+        }
+    }
+
     fn media_url(&self) -> Url {
         // Bynder's routes end with a slash.
         endpoint(&self.settings.base_url, &["api", "v4", "media", ""])
@@ -244,6 +263,15 @@ impl BynderApi {
     }
 }
 
+/// Archived media are gone for the sync (Bynder keeps them, marked `isArchived`).
+fn found_or_archived(a: DamAsset) -> Fetched {
+    if archived(&a.fields) {
+        Fetched::Gone(a.id)
+    } else {
+        Fetched::Found(a)
+    }
+}
+
 fn archived(v: &Value) -> bool {
     v.get("isArchived")
         .and_then(Value::as_bool)
@@ -281,7 +309,7 @@ impl AssetSource for BynderApi {
 
     async fn fetch(&self, ids: &[String]) -> Result<Vec<Fetched>, DamError> {
         let batch = self.settings.fetch_batch.clamp(1, MAX_PAGE_SIZE);
-        let mut found = HashMap::new();
+        let mut answered = HashMap::new();
         for chunk in ids.chunks(batch) {
             let mut url = self.media_url();
             url.query_pairs_mut()
@@ -290,12 +318,10 @@ impl AssetSource for BynderApi {
             let media: Vec<Value> = self.get_json(url).await?;
             for m in media {
                 let a = to_dam_asset(m)?;
-                if !archived(&a.fields) {
-                    found.insert(a.id.clone(), a);
-                }
+                answered.insert(a.id.clone(), found_or_archived(a));
             }
         }
-        Ok(in_input_order(ids, found))
+        resolve_in_input_order(ids, answered, |id| self.fetch_one(id)).await
     }
 
     fn list_changed(

@@ -1,7 +1,9 @@
 //! Cloudinary REST client ([`AssetSource`]) over the Admin API.
 //!
 //! - Fetch: `GET /v1_1/{cloud}/resources/by_asset_ids?asset_ids[]=...` (≤ 100 per call).
-//!   `asset_id` is immutable, unlike `public_id` (renames), so it is the asset's id.
+//!   `asset_id` is immutable, unlike `public_id` (renames), so it is the asset's id. An id the
+//!   answer leaves out is confirmed with `GET /v1_1/{cloud}/resources/{asset_id}`: gone only
+//!   on its 404.
 //! - Changes: `POST /v1_1/{cloud}/resources/search` with
 //!   `last_updated.updated_at>="<since>"`, sorted by `last_updated.updated_at` ascending,
 //!   `max_results` ≤ 500, cursor paging. `last_updated` is bumped by metadata, context and tag
@@ -26,8 +28,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::dam::http::{
-    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
-    transport_error, until_http_date,
+    PageStep, decode_token, endpoint, http_client, page_step, paged, read_json, read_json_or_404,
+    resolve_in_input_order, transport_error, until_http_date,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
 use crate::time::{epoch_ms, format_rfc3339_secs, parse_rfc3339_ms};
@@ -185,6 +187,36 @@ impl CloudinaryApi {
         read_json(resp).await.map_err(|e| with_reset(e, &headers))
     }
 
+    /// `GET /resources/{asset_id}`: the Admin API's single-resource read, which confirms an id
+    /// `by_asset_ids` left out; its 404 says the resource is gone.
+    async fn fetch_one(&self, id: String) -> Result<Fetched, DamError> {
+        self.check_reserve()?;
+        let mut url = self.url(&[&id]);
+        url.query_pairs_mut()
+            .append_pair("tags", "true")
+            .append_pair("context", "true")
+            .append_pair("metadata", "true");
+        let resp = self
+            .http
+            .get(url)
+            .basic_auth(
+                &self.settings.api_key,
+                Some(self.settings.api_secret.expose_secret()),
+            )
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let headers = resp.headers().clone();
+        self.record_budget(&headers);
+        match read_json_or_404::<Value>(resp)
+            .await
+            .map_err(|e| with_reset(e, &headers))?
+        {
+            None => Ok(Fetched::Gone(id)),
+            Some(v) => Ok(Fetched::Found(to_dam_asset(v)?)),
+        }
+    }
+
     async fn search_page(&self, token: SearchToken, limit: usize) -> PageStep<SearchToken> {
         let mut terms = Vec::new();
         if let Some(since) = token.since_ms {
@@ -284,10 +316,10 @@ impl AssetSource for CloudinaryApi {
             let body: ResourcesBody = self.send(self.http.get(url)).await?;
             for v in body.resources {
                 let a = to_dam_asset(v)?;
-                found.insert(a.id.clone(), a);
+                found.insert(a.id.clone(), Fetched::Found(a));
             }
         }
-        Ok(in_input_order(ids, found))
+        resolve_in_input_order(ids, found, |id| self.fetch_one(id)).await
     }
 
     fn list_changed(
