@@ -6,7 +6,9 @@
 //! Search expressions: terms joined by ` AND `; supported fields are `asset_id` (`=`/`:`,
 //! one id or `(a OR b ...)`), `public_id`, `tags`, `resource_type`, `type`, and the dates
 //! `created_at`, `uploaded_at`, `last_updated.updated_at` with `>`, `>=`, `<`, `<=`, `=`
-//! against an RFC 3339 value (compared at second granularity, like the dates printed).
+//! against an RFC 3339 value (compared at second granularity, like the dates printed). With
+//! `DamSimConfig::cloudinary_date_filter = Exclusive` (`--cloudinary-date-filter`), `>=` acts
+//! as `>`, to check that clients list every item whichever the DAM does.
 //! "Modified since" is `last_updated.updated_at>="..."`: every catalogue change bumps it.
 //!
 //! Like the Admin API, `tags`, `context` and `metadata` are only returned when asked for:
@@ -25,6 +27,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::bynder::DateFilter;
 use crate::catalogue::SimAsset;
 use crate::timefmt::{iso_secs, parse_ms};
 use crate::{Shared, query_pairs};
@@ -393,7 +396,7 @@ fn parse_expression(e: &str) -> Result<Vec<Term>, String> {
     Ok(terms)
 }
 
-fn matches(a: &SimAsset, term: &Term) -> bool {
+fn matches(a: &SimAsset, term: &Term, filter: DateFilter) -> bool {
     match term {
         Term::AssetIds(ids) => ids.contains(&a.id),
         Term::PublicId(p) => match p.strip_suffix('*') {
@@ -416,7 +419,7 @@ fn matches(a: &SimAsset, term: &Term) -> bool {
             match op {
                 Op::Eq => l == r,
                 Op::Gt => l > r,
-                Op::Ge => l >= r,
+                Op::Ge => filter.keeps(l, r),
                 Op::Lt => l < r,
                 Op::Le => l <= r,
             }
@@ -530,7 +533,11 @@ pub(crate) async fn search(
     let mut found: Vec<(Vec<Key>, &SimAsset)> = cat
         .live_assets()
         .into_iter()
-        .filter(|a| terms.iter().all(|t| matches(a, t)))
+        .filter(|a| {
+            terms
+                .iter()
+                .all(|t| matches(a, t, shared.config.cloudinary_date_filter))
+        })
         .map(|a| (keys(a, &sorts), a))
         .collect();
     found.sort_by(|x, y| compare(&x.0, &y.0, &sorts));
