@@ -5,8 +5,9 @@
 //!   answer leaves out is confirmed with `GET /v1_1/{cloud}/resources/{asset_id}`: gone only
 //!   on its 404.
 //! - Changes: `POST /v1_1/{cloud}/resources/search` with
-//!   `last_updated.updated_at>="<since>"`, sorted by `last_updated.updated_at` ascending,
-//!   `max_results` ≤ 500, cursor paging. `last_updated` is bumped by metadata, context and tag
+//!   `last_updated.updated_at>="<since − 1 s>"` (so `since`'s own second is listed even if the
+//!   filter excluded its second), sorted by `last_updated.updated_at` ascending,
+//!   `max_results` ≤ 500, cursor paging under that one expression. `last_updated` is bumped by metadata, context and tag
 //!   edits as well as uploads, unlike `uploaded_at` [verify against a live account].
 //!   `with_field` asks for `context`, `tags` and `metadata`, which are omitted otherwise.
 //! - Admin API calls share an hourly budget; a 429/420 becomes `RateLimited` with the wait
@@ -332,7 +333,10 @@ impl AssetSource for CloudinaryApi {
         let start = match resume {
             Some(t) => decode_token(&t),
             None => Ok(SearchToken {
-                since_ms: since.map(epoch_ms),
+                // A second early: the search compares whole seconds, and whether `>=` keeps
+                // items of its own second is not something to rely on [verify against a live
+                // account]. The cursor then pages one fixed expression, so nothing is skipped.
+                since_ms: since.map(|t| (epoch_ms(t).div_euclid(1000) - 1) * 1000),
                 cursor: None,
             }),
         };
