@@ -569,3 +569,37 @@ async fn an_id_left_out_of_a_batch_answer_is_gone_only_on_the_dams_own_404() {
         assert!(e.is_retriable(), "{:?}: {e:?}", src.dam());
     }
 }
+
+/// Whether the DAM's "modified since" filter keeps items of its own second or not, a listing
+/// from the second of a crowd lists the whole crowd (Cloudinary and Bynder).
+#[tokio::test]
+async fn listings_from_a_crowded_second_list_it_whatever_the_filter_reading() {
+    use dam_sim::DateFilter;
+    for filter in [DateFilter::Inclusive, DateFilter::Exclusive] {
+        let sim = DamSim::start(DamSimConfig {
+            bynder_date_filter: filter,
+            cloudinary_date_filter: filter,
+            ..DamSimConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut created = sim.generate(12, 3);
+        created.sort();
+        // From the first creation's own millisecond: its second is what the filter names.
+        let since = created
+            .iter()
+            .map(|id| sim.asset(id).unwrap().modified_at_ms)
+            .min()
+            .unwrap();
+        let bynder = BynderApi::new(bynder_settings(&sim)).unwrap();
+        let cld = cloudinary(&sim);
+        let sources: [&dyn AssetSource; 2] = [&cld, &bynder];
+        for src in sources {
+            let mut got = ids(&pages(src, Some(ms(since)), None, 5).await);
+            got.sort();
+            got.dedup();
+            assert_eq!(got, created, "{:?} with {filter:?}", src.dam());
+        }
+        sim.shutdown().await;
+    }
+}
