@@ -285,7 +285,7 @@ impl IngestConfig {
     pub fn serve(&mut self, dam: &DamSettings) -> Result<(), ConfigError> {
         match dam.kind() {
             DamKind::Cloudinary => self.cloudinary = dam.cloudinary_webhook()?,
-            DamKind::Bynder => self.bynder = dam.bynder_webhook(),
+            DamKind::Bynder => self.bynder = dam.bynder_webhook()?,
             DamKind::Generic => self.generic = dam.generic_webhook()?,
         }
         Ok(())

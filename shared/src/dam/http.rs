@@ -1,6 +1,7 @@
 //! HTTP plumbing the three DAM clients share: status classification, Retry-After, JSON
 //! bodies, endpoints, resumable page tokens and fetches answered in input order.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, BoxStream, StreamExt};
@@ -69,17 +70,46 @@ pub(crate) fn decode_token<T: DeserializeOwned>(t: &PageToken) -> Result<T, DamE
     })
 }
 
-/// One result per requested id, in input order: found ones, the rest gone.
-pub(crate) fn in_input_order(
+/// One result per requested id, in input order. `answered` holds what the batch answer said
+/// about each id it mentioned (found, or gone because the DAM marked it so). An id the batch
+/// left out is not taken as deleted: a subset answer (a page cap, a permission-scoped token, a
+/// bug answering `[]`) would otherwise delete PIM assets. Each is confirmed with `read_one`,
+/// the DAM's single-asset read, which says `Gone` only on the DAM's own word (a 404, a
+/// tombstone).
+pub(crate) async fn resolve_in_input_order<F, Fut>(
     ids: &[String],
-    found: std::collections::HashMap<String, DamAsset>,
-) -> Vec<Fetched> {
-    ids.iter()
-        .map(|id| match found.get(id) {
-            Some(a) => Fetched::Found(a.clone()),
-            None => Fetched::Gone(id.clone()),
-        })
-        .collect()
+    mut answered: HashMap<String, Fetched>,
+    read_one: F,
+) -> Result<Vec<Fetched>, DamError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Fetched, DamError>>,
+{
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let fetched = match answered.get(id) {
+            Some(f) => f.clone(),
+            None => {
+                let f = read_one(id.clone()).await?;
+                // A repeated id is read once.
+                answered.insert(id.clone(), f.clone());
+                f
+            }
+        };
+        out.push(fetched);
+    }
+    Ok(out)
+}
+
+/// A success body as JSON, `None` on 404 (the DAM says there is no such thing), or the
+/// classified failure.
+pub(crate) async fn read_json_or_404<T: DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<Option<T>, DamError> {
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    read_json(resp).await.map(Some)
 }
 
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, DamError> {

@@ -73,9 +73,11 @@ pub struct Version {
 }
 
 impl Version {
-    /// Whether a DAM read at this version is behind `hint`, the version a notification spoke
-    /// for. A hint whose `modified_at_ms` is 0 speaks only for the counter: a notification
-    /// time is not a DAM modified time, so it is not compared with one.
+    /// Whether a DAM read at `self` is older than what an event's `hint` says exists (the DAM
+    /// lags: re-read later). A hint whose `modified_at_ms` is 0 carries no DAM modified time,
+    /// only a counter (e.g. Cloudinary's resource `version`: its notification times are not
+    /// the Admin API's `updated_at`), so only the counters are compared; otherwise the whole
+    /// version is.
     pub fn lags_behind(&self, hint: &Version) -> bool {
         if hint.modified_at_ms == 0 {
             self.seq < hint.seq
@@ -349,5 +351,29 @@ mod tests {
             ChangeEvent::upsert_key(DamKind::Generic, "a1", v),
             "generic:a1:1700000000123.4"
         );
+    }
+
+    fn v(modified_at_ms: i64, seq: i64) -> Version {
+        Version {
+            modified_at_ms,
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_counter_only_hint_compares_counters_only() {
+        let t = 1_700_000_000_000;
+        let read = v(t, 7);
+        // A notification stamped a second after the change, same resource version: current.
+        assert!(!read.lags_behind(&v(0, 7)));
+        assert!(!read.lags_behind(&v(0, 6)));
+        // A newer counter than the read: the DAM lags.
+        assert!(read.lags_behind(&v(0, 8)));
+        // The old rule on the same figures (a notification time as the hint's time) would
+        // have called the read stale forever; a hint that is a DAM modified time still does.
+        assert!(read < v(t + 1000, 7));
+        assert!(read.lags_behind(&v(t + 1000, 7)));
+        assert!(!read.lags_behind(&v(t, 7)));
+        assert!(!v(t + 1, 0).lags_behind(&v(t, 9)));
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::bynder::api::{BynderApi, BynderApiSettings};
-use super::bynder::sns::SnsSettings;
+use super::bynder::sns::{CertSource, SnsSettings};
 use super::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
 use super::cloudinary::webhook::{CloudinarySettings, SignatureAlgorithm};
 use super::generic::api::{GenericApi, GenericApiSettings};
@@ -81,6 +81,11 @@ pub struct BynderDam {
     pub topic_arns: Vec<String>,
     /// Oldest accepted SNS `Timestamp`. Default 3600 (SNS retries for up to an hour).
     pub sns_max_age_secs: Option<u64>,
+    /// Where SNS signing certificates may come from besides AWS's SNS hosts: hosts
+    /// (`certs.example.com`, `host:port`, https) or URL prefixes (`https://...`, or
+    /// `http://` on a loopback address only). Default none: SNS hosts over https only.
+    #[serde(default)]
+    pub sns_cert_hosts: Vec<String>,
 }
 
 /// Variable prefix of each DAM's keys.
@@ -255,18 +260,26 @@ impl DamSettings {
     }
 
     /// The SNS settings of Bynder, when its topics are set.
-    pub fn bynder_webhook(&self) -> Option<SnsSettings> {
+    pub fn bynder_webhook(&self) -> Result<Option<SnsSettings>, SettingError> {
         let DamSettings::Bynder(b) = self else {
-            return None;
+            return Ok(None);
         };
         if b.topic_arns.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut s = SnsSettings::new(b.topic_arns.clone());
         if let Some(secs) = b.sns_max_age_secs {
             s.max_age = Duration::from_secs(secs);
         }
-        Some(s)
+        s.cert_sources = b
+            .sns_cert_hosts
+            .iter()
+            .map(|raw| {
+                raw.parse::<CertSource>()
+                    .map_err(|reason| SettingError::invalid("sns_cert_hosts", raw, reason))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(s))
     }
 }
 
@@ -288,6 +301,7 @@ fn url(key: &str, raw: &str) -> Result<Url, SettingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dam::bynder::sns::check_sns_url;
     use crate::settings::tests::vars;
 
     #[test]
@@ -353,9 +367,57 @@ mod tests {
         assert_eq!(kinds, [DamKind::Cloudinary, DamKind::Bynder]);
         assert!(!all[0].has_api());
         assert_eq!(
-            all[1].bynder_webhook().unwrap().topic_arns,
+            all[1].bynder_webhook().unwrap().unwrap().topic_arns,
             ["arn:a", "arn:b"]
         );
+    }
+
+    #[test]
+    fn sns_certificate_sources_read_the_same_from_both_fronts() {
+        let table: DamSettings = toml::from_str(
+            "kind = 'bynder'\ntopic_arns = ['arn:a']\n\
+             sns_cert_hosts = ['http://127.0.0.1:8090/_sim/sns/', 'certs.example.com']",
+        )
+        .unwrap();
+        let env = DamSettings::from_lookup(vars(&[
+            ("DAM_KIND", "bynder"),
+            ("BYNDER_TOPIC_ARNS", "arn:a"),
+            (
+                "BYNDER_SNS_CERT_HOSTS",
+                "http://127.0.0.1:8090/_sim/sns/, certs.example.com",
+            ),
+        ]))
+        .unwrap();
+        for s in [&table, &env] {
+            let sns = s.bynder_webhook().unwrap().unwrap();
+            assert_eq!(sns.cert_sources.len(), 2, "{s:?}");
+            assert!(
+                check_sns_url("http://127.0.0.1:8090/_sim/sns/cert.pem", &sns.cert_sources).is_ok()
+            );
+        }
+        // The default: SNS hosts only.
+        let plain = DamSettings::from_lookup(vars(&[
+            ("DAM_KIND", "bynder"),
+            ("BYNDER_TOPIC_ARNS", "arn:a"),
+        ]))
+        .unwrap();
+        let sns = plain.bynder_webhook().unwrap().unwrap();
+        assert!(sns.cert_sources.is_empty());
+        assert!(
+            check_sns_url("http://127.0.0.1:8090/_sim/sns/cert.pem", &sns.cert_sources).is_err()
+        );
+        // A plain-http source off this machine is refused with its key named.
+        let e = DamSettings::from_lookup(vars(&[
+            ("DAM_KIND", "bynder"),
+            ("BYNDER_TOPIC_ARNS", "arn:a"),
+            ("BYNDER_SNS_CERT_HOSTS", "http://10.1.2.3/certs/"),
+        ]))
+        .unwrap()
+        .bynder_webhook()
+        .unwrap_err()
+        .at(Origin::Env("BYNDER_"));
+        assert_eq!(e.name(), Some("BYNDER_SNS_CERT_HOSTS"), "{e}");
+        assert!(e.to_string().contains("loopback"), "{e}");
     }
 
     #[test]

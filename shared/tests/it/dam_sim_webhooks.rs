@@ -118,7 +118,7 @@ async fn sim_webhooks_pass_the_production_verifiers() {
 
     let client = Arc::new(ReqwestSnsClient::new().unwrap());
     let mut settings = SnsSettings::new(vec![cfg.sns_topic_arn.clone()]);
-    settings.allow_insecure_cert_url_for_tests = true;
+    settings.cert_sources = vec![format!("{}/_sim/sns/", sim.base_url()).parse().unwrap()];
     let bynder = BynderWebhookVerifier::new(settings, client.clone(), client);
     let kinds: Vec<(ChangeKind, String)> = verify_all(&bynder, &sns)
         .await

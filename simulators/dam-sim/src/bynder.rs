@@ -3,8 +3,10 @@
 //! documented rate limit: N requests per sliding window per client (4,500 per 5 minutes by
 //! default), 429 with no headers, calls during a block extending it.
 //!
-//! `dateModified` keeps media modified at or after the given second (the sim's reading of
-//! Bynder's "modified after" filter).
+//! `dateModified` keeps media modified after the given second by default (Bynder documents
+//! "modified after"), or at or after it with [`DateFilter::Inclusive`]
+//! (`DamSimConfig::bynder_date_filter`, `--bynder-date-filter`): clients must list every
+//! item whichever the DAM does.
 
 use std::sync::Arc;
 
@@ -18,6 +20,42 @@ use crate::catalogue::SimAsset;
 use crate::generic::bearer_ok;
 use crate::timefmt::{iso_secs, parse_ms};
 use crate::{Shared, query_pairs};
+
+/// How a "modified since" date filter treats its own second (Bynder's `dateModified`,
+/// Cloudinary's `last_updated.updated_at>=`): both compare whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateFilter {
+    /// Items modified in the given second or later.
+    Inclusive,
+    /// Only items modified in a later second ("modified after").
+    #[default]
+    Exclusive,
+}
+
+impl DateFilter {
+    /// Whether an item modified in second `item` passes a filter on second `since`.
+    pub fn keeps(self, item: i64, since: i64) -> bool {
+        match self {
+            DateFilter::Inclusive => item >= since,
+            DateFilter::Exclusive => item > since,
+        }
+    }
+}
+
+impl std::str::FromStr for DateFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "inclusive" => Ok(DateFilter::Inclusive),
+            "exclusive" => Ok(DateFilter::Exclusive),
+            other => Err(format!(
+                "unknown date filter {other:?}; use inclusive or exclusive"
+            )),
+        }
+    }
+}
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
@@ -135,7 +173,14 @@ pub(crate) async fn list_media(
     let mut found: Vec<&SimAsset> = cat
         .live_assets()
         .into_iter()
-        .filter(|a| since.is_none_or(|s| a.modified_at_ms.div_euclid(1000) >= s))
+        .filter(|a| {
+            since.is_none_or(|s| {
+                shared
+                    .config
+                    .bynder_date_filter
+                    .keeps(a.modified_at_ms.div_euclid(1000), s)
+            })
+        })
         .filter(|a| ids.as_ref().is_none_or(|ids| ids.contains(&a.id.as_str())))
         .collect();
     match field {

@@ -1,11 +1,14 @@
-//! Cloudinary Admin API subset: `POST /v1_1/{cloud}/resources/search` and
-//! `GET /v1_1/{cloud}/resources/by_asset_ids`, Basic auth (api_key:api_secret), and the
+//! Cloudinary Admin API subset: `POST /v1_1/{cloud}/resources/search`,
+//! `GET /v1_1/{cloud}/resources/by_asset_ids` and `GET /v1_1/{cloud}/resources/{asset_id}`,
+//! Basic auth (api_key:api_secret), and the
 //! hourly Admin API budget reported in `X-FeatureRateLimit-*` headers.
 //!
 //! Search expressions: terms joined by ` AND `; supported fields are `asset_id` (`=`/`:`,
 //! one id or `(a OR b ...)`), `public_id`, `tags`, `resource_type`, `type`, and the dates
 //! `created_at`, `uploaded_at`, `last_updated.updated_at` with `>`, `>=`, `<`, `<=`, `=`
-//! against an RFC 3339 value (compared at second granularity, like the dates printed).
+//! against an RFC 3339 value (compared at second granularity, like the dates printed). With
+//! `DamSimConfig::cloudinary_date_filter = Exclusive` (`--cloudinary-date-filter`), `>=` acts
+//! as `>`, to check that clients list every item whichever the DAM does.
 //! "Modified since" is `last_updated.updated_at>="..."`: every catalogue change bumps it.
 //!
 //! Like the Admin API, `tags`, `context` and `metadata` are only returned when asked for:
@@ -24,6 +27,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::bynder::DateFilter;
 use crate::catalogue::SimAsset;
 use crate::timefmt::{iso_secs, parse_ms};
 use crate::{Shared, query_pairs};
@@ -215,6 +219,36 @@ pub(crate) async fn by_asset_ids(
     (rate, Json(json!({ "resources": resources }))).into_response()
 }
 
+/// `GET /v1_1/{cloud}/resources/{asset_id}`: one resource by asset id, 404 when unknown or
+/// deleted. `tags`, `context` and `metadata` only when asked for, as on `by_asset_ids`.
+pub(crate) async fn by_asset_id(
+    State(shared): State<Arc<Shared>>,
+    Path((cloud, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let rate = match admit(&shared, &cloud, &headers) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let pairs = query_pairs(q.as_deref());
+    let flag = |name: &str| pairs.iter().any(|(k, v)| k == name && v == "true");
+    let include = Include {
+        tags: flag("tags"),
+        context: flag("context"),
+        metadata: flag("metadata"),
+    };
+    let cat = shared.catalogue.lock().expect("catalogue lock");
+    match cat.live(&id) {
+        Some(a) => (rate, Json(resource_json_with(a, &cloud, include))).into_response(),
+        None => {
+            let mut r = error(StatusCode::NOT_FOUND, &format!("Resource not found - {id}"));
+            r.headers_mut().extend(rate);
+            r
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct SearchBody {
@@ -362,7 +396,7 @@ fn parse_expression(e: &str) -> Result<Vec<Term>, String> {
     Ok(terms)
 }
 
-fn matches(a: &SimAsset, term: &Term) -> bool {
+fn matches(a: &SimAsset, term: &Term, filter: DateFilter) -> bool {
     match term {
         Term::AssetIds(ids) => ids.contains(&a.id),
         Term::PublicId(p) => match p.strip_suffix('*') {
@@ -385,7 +419,7 @@ fn matches(a: &SimAsset, term: &Term) -> bool {
             match op {
                 Op::Eq => l == r,
                 Op::Gt => l > r,
-                Op::Ge => l >= r,
+                Op::Ge => filter.keeps(l, r),
                 Op::Lt => l < r,
                 Op::Le => l <= r,
             }
@@ -499,7 +533,11 @@ pub(crate) async fn search(
     let mut found: Vec<(Vec<Key>, &SimAsset)> = cat
         .live_assets()
         .into_iter()
-        .filter(|a| terms.iter().all(|t| matches(a, t)))
+        .filter(|a| {
+            terms
+                .iter()
+                .all(|t| matches(a, t, shared.config.cloudinary_date_filter))
+        })
         .map(|a| (keys(a, &sorts), a))
         .collect();
     found.sort_by(|x, y| compare(&x.0, &y.0, &sorts));

@@ -1,10 +1,11 @@
-//! The generic DAM REST contract (docs/generic-dam.md): bearer auth, fetch by ids, and a
-//! change feed ordered by (modified_at, id) with an opaque keyset cursor.
+//! The generic DAM REST contract (docs/generic-dam.md): bearer auth, fetch by ids, a
+//! single-asset read, and a change feed ordered by (modified_at, id) with an opaque keyset
+//! cursor.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -70,6 +71,31 @@ pub(crate) async fn get_assets(
         .map(|a| a.to_generic_json())
         .collect();
     Json(json!({ "assets": assets })).into_response()
+}
+
+/// `GET /generic/assets/{id}`: one asset, 404 when unknown or deleted (a tombstone with
+/// `generic_fetch_tombstones`).
+pub(crate) async fn get_asset(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !bearer_ok(&headers, &shared.config.generic_token) {
+        return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    }
+    if let Some(limited) = rate_limited(&shared) {
+        return limited;
+    }
+    let cat = shared.catalogue.lock().expect("catalogue lock");
+    let asset = if shared.config.generic_fetch_tombstones {
+        cat.get(&id)
+    } else {
+        cat.live(&id)
+    };
+    match asset {
+        Some(a) => Json(a.to_generic_json()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found"),
+    }
 }
 
 /// The optional request budget (`generic_rate_limit` per `generic_rate_window`): 429 with a

@@ -27,6 +27,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+pub use bynder::DateFilter;
 pub use catalogue::{ChangeType, SimAsset, generated_asset};
 pub use files::{file_bytes, file_url};
 pub use gate::{Faults, Stats};
@@ -78,6 +79,10 @@ pub struct DamSimConfig {
     /// Bynder's documented limit: 4,500 requests per 5 minutes.
     pub bynder_rate_limit: usize,
     pub bynder_rate_window: Duration,
+    /// Bynder's `dateModified` filter: exclusive by default ("modified after", as documented).
+    pub bynder_date_filter: DateFilter,
+    /// Cloudinary's `last_updated.updated_at>=`: inclusive by default (the operator says so).
+    pub cloudinary_date_filter: DateFilter,
     pub generic_token: String,
     /// Standard Webhooks secret, `whsec_<base64 key>`.
     pub generic_webhook_secret: String,
@@ -109,6 +114,8 @@ impl Default for DamSimConfig {
             bynder_token: "dam-sim-bynder-token".into(),
             bynder_rate_limit: 4500,
             bynder_rate_window: Duration::from_secs(300),
+            bynder_date_filter: DateFilter::Exclusive,
+            cloudinary_date_filter: DateFilter::Inclusive,
             generic_token: "dam-sim-generic-token".into(),
             generic_webhook_secret: format!(
                 "whsec_{}",
@@ -370,11 +377,16 @@ fn router(shared: Arc<Shared>) -> Router {
             "/v1_1/{cloud}/resources/by_asset_ids",
             get(cloudinary::by_asset_ids),
         )
+        .route(
+            "/v1_1/{cloud}/resources/{asset_id}",
+            get(cloudinary::by_asset_id),
+        )
         .route("/api/v4/media/", get(bynder::list_media))
         .route("/api/v4/media", get(bynder::list_media))
         .route("/api/v4/media/{id}/", get(bynder::get_media))
         .route("/api/v4/media/{id}", get(bynder::get_media))
         .route("/generic/assets", get(generic::get_assets))
+        .route("/generic/assets/{id}", get(generic::get_asset))
         .route("/generic/changes", get(generic::get_changes))
         .route("/files/{id}/{name}", get(files::get_file))
         .route_layer(middleware::from_fn_with_state(

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use dam_sim::{DamSim, DamSimConfig, DeliveryKnobs, Faults, WebhookKind};
+use dam_sim::{DamSim, DamSimConfig, DateFilter, DeliveryKnobs, Faults, WebhookKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +49,12 @@ struct Args {
     bynder_rate_limit: usize,
     #[arg(long, default_value_t = 300)]
     bynder_rate_window_secs: u64,
+    /// How `dateModified` treats its own second: exclusive ("modified after") | inclusive.
+    #[arg(long, default_value = "exclusive")]
+    bynder_date_filter: DateFilter,
+    /// How `last_updated.updated_at>=` treats its own second: inclusive | exclusive.
+    #[arg(long, default_value = "inclusive")]
+    cloudinary_date_filter: DateFilter,
     #[arg(
         long,
         env = "DAM_SIM_GENERIC_TOKEN",
@@ -105,6 +111,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bynder_token: a.bynder_token,
         bynder_rate_limit: a.bynder_rate_limit,
         bynder_rate_window: Duration::from_secs(a.bynder_rate_window_secs),
+        bynder_date_filter: a.bynder_date_filter,
+        cloudinary_date_filter: a.cloudinary_date_filter,
         generic_token: a.generic_token,
         generic_rate_limit: a.generic_rate_limit,
         faults: Faults {

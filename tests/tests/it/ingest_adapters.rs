@@ -49,8 +49,8 @@ async fn cloudinary_upload_queues_one_upsert() {
     assert_eq!(event.kind, ChangeKind::Upsert);
     let version = event.version.unwrap();
     assert_eq!(version.seq, 1_795_860_942);
-    // 2026-11-28T10:15:42+00:00, from the body's timestamp.
-    assert_eq!(version.modified_at_ms, 1_795_860_942_000);
+    // A notification time is not the Admin API's `updated_at`: the hint is the version only.
+    assert_eq!(version.modified_at_ms, 0);
     assert_eq!(attribute(&messages[0], ATTR_DEDUPE_KEY), event.dedupe_key);
     assert_eq!(
         attribute(&messages[0], ATTR_RECEIVED_AT_MS),
@@ -212,7 +212,8 @@ async fn generic_single_event_carries_the_full_asset() {
     assert_eq!(event.dedupe_key, "generic:msg_2fX1");
     let asset = event.asset.expect("full asset carried");
     assert_eq!(asset.version.seq, 7);
-    assert_eq!(asset.fields["sku"][0], "BOOT-001");
+    // The whole asset object, as the REST read gives it.
+    assert_eq!(asset.fields["fields"]["sku"][0], "BOOT-001");
 }
 
 #[tokio::test]
@@ -273,4 +274,90 @@ async fn more_than_ten_events_are_sent_in_several_batches() {
     ids.sort_by_key(|id| id[1..].parse::<u32>().unwrap());
     let expected: Vec<_> = (0..23).map(|i| format!("a{i}")).collect();
     assert_eq!(ids, expected);
+}
+
+/// A generic webhook that carries the full asset gives exactly the asset a REST read of the
+/// same asset gives, so a mapping addressing `fields.title` maps both the same way.
+#[tokio::test]
+async fn generic_carried_asset_equals_the_rest_read_and_maps_the_same() {
+    use shared::dam::generic::api::{GenericApi, GenericApiSettings};
+    use shared::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, SigningSecret};
+    use shared::dam::{AssetSource, Fetched, WebhookOutcome, WebhookRequest, WebhookVerifier};
+    use shared::mapping::{MapOutcome, Mapping};
+
+    let sim = dam_sim::DamSim::start(dam_sim::DamSimConfig::default())
+        .await
+        .unwrap();
+    let wire = sim.upsert("g5", serde_json::json!({"title": "Five", "sku": "AB-5"}));
+    let api = GenericApi::new(GenericApiSettings::new(
+        url::Url::parse(&sim.generic_base_url()).unwrap(),
+        sim.config().generic_token.clone().into(),
+    ))
+    .unwrap();
+    let Fetched::Found(read) = api.fetch(&["g5".into()]).await.unwrap().remove(0) else {
+        panic!("g5 not found over REST")
+    };
+
+    let body = serde_json::json!({
+        "type": "asset.upserted",
+        "data": {"id": "g5", "asset": wire},
+    })
+    .to_string();
+    let secret = SigningSecret::parse(&sim.config().generic_webhook_secret).unwrap();
+    let ts = now_secs().to_string();
+    let request = WebhookRequest {
+        headers: vec![
+            ("webhook-id".into(), "msg_g5".into()),
+            ("webhook-timestamp".into(), ts.clone()),
+            (
+                "webhook-signature".into(),
+                format!("v1,{}", secret.sign("msg_g5", &ts, body.as_bytes())),
+            ),
+        ],
+        body: body.into(),
+        received_at: std::time::SystemTime::now(),
+    };
+    let verifier = GenericWebhookVerifier::new(GenericSettings::new(vec![secret]));
+    let WebhookOutcome::Events(events) = verifier.verify(&request).await.unwrap() else {
+        panic!("not events")
+    };
+    let carried = events[0].asset.clone().expect("full asset carried");
+    assert_eq!(carried, read);
+
+    let mapping = Mapping::from_toml_str(
+        r#"
+[settings]
+code = "{{id}}"
+
+[[route]]
+family = "packshot"
+require = [ { field = "fields.title", exists = true } ]
+
+[route.values.alt_text]
+locales = { en_US = "fields.title" }
+
+[route.values.product_ref]
+field = "fields.sku"
+"#,
+        "test mapping",
+    )
+    .unwrap();
+    let packshot: shared::akeneo::FamilyStructure = serde_json::from_value(serde_json::json!({
+        "family": {"code": "packshot"},
+        "attributes": [
+            {"code": "alt_text", "type": "text", "value_per_locale": true},
+            {"code": "product_ref", "type": "text"},
+        ],
+        "options": {},
+    }))
+    .unwrap();
+    let map = |a: &shared::dam::DamAsset| mapping.map_asset(&a.id, &a.fields, |_| Some(&packshot));
+    let (from_webhook, from_rest) = (map(&carried), map(&read));
+    assert_eq!(from_webhook, from_rest);
+    let MapOutcome::Mapped(mapped) = from_webhook else {
+        panic!("not mapped: {from_webhook:?}")
+    };
+    let alt = serde_json::to_value(&mapped.asset.values["alt_text"]).unwrap();
+    assert_eq!(alt[0]["data"], "Five", "{alt}");
+    sim.shutdown().await;
 }

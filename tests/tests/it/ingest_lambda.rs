@@ -130,13 +130,14 @@ async fn reqwest_client_fetches_certificates_and_confirms() {
 
 #[tokio::test]
 async fn end_to_end_sns_with_a_locally_served_certificate() {
-    // The insecure-URL test setting lets the real reqwest client fetch over plain HTTP.
+    // The certificate-source setting lets the real reqwest client fetch over plain HTTP from
+    // this loopback server.
     let (base, seen) = tiny_server(200, sns_key().cert_pem.clone()).await;
     let client = moto_sqs().await;
     let url = new_queue(&client, "sns-e2e").await;
     let mut config = config();
     if let Some(sns) = config.bynder.as_mut() {
-        sns.allow_insecure_cert_url_for_tests = true;
+        sns.cert_sources = vec![base.parse().unwrap()];
     }
     let http = Arc::new(ReqwestSnsClient::new().unwrap());
     let service = shared::ingest::IngestService::from_config(

@@ -286,3 +286,69 @@ async fn generic_deleted_rows_become_versioned_deletions() {
     assert_eq!(events[0].version, Some(deleted_version));
     assert_eq!(second.already_applied, 3, "two applied, one never written");
 }
+
+/// 1,000 assets created in one second, webhooks off, and Bynder's `dateModified` read as
+/// "modified after" (exclusive, dam-sim's default): the poller lists every one of them, and so
+/// does a listing asked from that very second.
+#[tokio::test]
+async fn bynder_lists_a_thousand_assets_created_in_one_second() {
+    use futures::StreamExt;
+
+    // The simulator stamps changes 1 ms apart: one asset edited until the clock stands at
+    // the last millisecond of a second, then 1,000 creations fill the next second exactly.
+    let sim = DamSim::start(DamSimConfig {
+        clock_step_ms: 1,
+        ..DamSimConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        sim.config().bynder_date_filter,
+        dam_sim::DateFilter::Exclusive
+    );
+    while sim.upsert("pad", serde_json::json!({}))["modified_at"]
+        .as_str()
+        .is_some_and(|t| !t.ends_with(".999Z"))
+    {}
+    let created: HashSet<String> = sim.generate(1000, 9).into_iter().collect();
+    let seconds: HashSet<i64> = created
+        .iter()
+        .map(|id| sim.asset(id).unwrap().modified_at_ms.div_euclid(1000))
+        .collect();
+    assert_eq!(created.len(), 1000);
+    assert_eq!(seconds.len(), 1, "the set-up puts all 1,000 in one second");
+    let second = *seconds.iter().next().unwrap();
+    let mut ids = created.clone();
+    ids.insert("pad".into());
+
+    let rig = Rig::new();
+    let report = rig
+        .poller(bynder(&sim, 4500), 100)
+        .run(window().0, window().1)
+        .await
+        .unwrap();
+    assert!(matches!(report.stop, StopReason::Complete), "{report:?}");
+    let enqueued: HashSet<String> = rig.enqueued_ids().into_iter().collect();
+    assert_eq!(
+        enqueued.len(),
+        ids.len(),
+        "{} missing",
+        ids.difference(&enqueued).count()
+    );
+    assert_eq!(enqueued, ids);
+
+    // Asked from that second itself: an exclusive filter must not hide it.
+    let since = SystemTime::UNIX_EPOCH + Duration::from_millis(second as u64 * 1000 + 500);
+    let api = bynder(&sim, 4500);
+    let listed: HashSet<String> = api
+        .list_changed(Some(since), None, 100)
+        .map(|p| p.expect("page").assets)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(listed, created);
+    sim.shutdown().await;
+}

@@ -37,9 +37,9 @@ pub struct SnsSettings {
     pub max_age: Duration,
     /// How far ahead of our clock a `Timestamp` may be.
     pub max_future_skew: Duration,
-    /// Lets certificate and subscribe URLs be plain HTTP on any host. Only for tests that
-    /// serve a certificate locally; never set in production.
-    pub allow_insecure_cert_url_for_tests: bool,
+    /// Where certificates and subscribe URLs may come from besides AWS's own SNS hosts (a
+    /// private test bed serving its own certificate). Empty by default: SNS hosts only.
+    pub cert_sources: Vec<CertSource>,
 }
 
 impl SnsSettings {
@@ -48,8 +48,88 @@ impl SnsSettings {
             topic_arns,
             max_age: Duration::from_secs(3600),
             max_future_skew: Duration::from_secs(5 * 60),
-            allow_insecure_cert_url_for_tests: false,
+            cert_sources: Vec::new(),
         }
+    }
+}
+
+/// One extra place signing certificates may come from: a host (`certs.example.com`, any
+/// port, or `host:port`), served over https, or a URL prefix (`https://certs.example.com/sns/`,
+/// `http://127.0.0.1:8090/_sim/sns/`). Plain http is only ever accepted on a loopback address,
+/// where nobody between us and the server can swap the certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    Host { host: String, port: Option<u16> },
+    Prefix(Url),
+}
+
+impl std::str::FromStr for CertSource {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let raw = raw.trim();
+        let bad = |why: &str| format!("certificate source {raw:?} {why}");
+        if raw.contains("://") {
+            let url = Url::parse(raw).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(bad("carries credentials"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(bad("has a query or fragment; give a host or a path prefix"));
+            }
+            match url.scheme() {
+                "https" => {}
+                "http" if is_loopback(&url) => {}
+                "http" => {
+                    return Err(bad(
+                        "is plain http on a non-loopback host; use https (http is accepted                          only on 127.0.0.0/8 and ::1)",
+                    ));
+                }
+                _ => return Err(bad("is not https")),
+            }
+            if url.host_str().is_none() {
+                return Err(bad("has no host"));
+            }
+            return Ok(CertSource::Prefix(url));
+        }
+        let url = Url::parse(&format!("https://{raw}/"))
+            .ok()
+            .filter(|u| u.path() == "/" && u.username().is_empty() && u.password().is_none())
+            .ok_or_else(|| bad("is neither a host[:port] nor an https:// URL prefix"))?;
+        let host = url.host_str().ok_or_else(|| bad("has no host"))?.to_owned();
+        Ok(CertSource::Host {
+            host,
+            port: url.port(),
+        })
+    }
+}
+
+impl CertSource {
+    fn allows(&self, url: &Url) -> bool {
+        match self {
+            CertSource::Host { host, port } => {
+                url.scheme() == "https"
+                    && url.host_str() == Some(host.as_str())
+                    && port.is_none_or(|p| url.port_or_known_default() == Some(p))
+            }
+            CertSource::Prefix(prefix) => {
+                let (p, u) = (prefix.as_str(), url.as_str());
+                // A prefix ends at a path boundary: `/sns` allows `/sns/c.pem`, not `/snsx`.
+                url.scheme() == prefix.scheme()
+                    && url.host() == prefix.host()
+                    && url.port_or_known_default() == prefix.port_or_known_default()
+                    && u.starts_with(p)
+                    && (p.ends_with('/') || matches!(u[p.len()..].chars().next(), None | Some('/')))
+            }
+        }
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
     }
 }
 
@@ -128,26 +208,30 @@ pub fn string_to_sign(envelope: &SnsEnvelope) -> Result<String, WebhookError> {
     Ok(out)
 }
 
-/// Accepts only `https://sns.<region>.amazonaws.com[.cn]/...` (no credentials, no port):
-/// anything else lets a forger point us at a certificate of their own.
-pub fn check_sns_url(raw: &str, allow_insecure_for_tests: bool) -> Result<Url, WebhookError> {
+/// Accepts `https://sns.<region>.amazonaws.com[.cn]/...` (no credentials, no port), or a URL
+/// one of `extra` allows (https, or http on a loopback address): anything else lets a forger
+/// point us at a certificate of their own.
+pub fn check_sns_url(raw: &str, extra: &[CertSource]) -> Result<Url, WebhookError> {
     let url = Url::parse(raw)
         .map_err(|_| WebhookError::Unauthorized(format!("unparseable SNS URL {raw:?}")))?;
-    if allow_insecure_for_tests {
-        return Ok(url);
-    }
     let reject = |why: &str| WebhookError::Unauthorized(format!("SNS URL {raw:?} {why}"));
-    if url.scheme() != "https" {
-        return Err(reject("is not https"));
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(reject("carries credentials"));
     }
-    if !url.username().is_empty() || url.password().is_some() || url.port().is_some() {
-        return Err(reject("carries credentials or a port"));
+    match url.scheme() {
+        "https" => {}
+        // Whatever the settings say: plain http off this machine can be tampered with.
+        "http" if is_loopback(&url) => {}
+        _ => return Err(reject("is not https")),
     }
     let host = url.host_str().ok_or_else(|| reject("has no host"))?;
-    if !is_sns_host(host) {
-        return Err(reject("is not on an SNS host"));
+    let on_sns = url.scheme() == "https" && url.port().is_none() && is_sns_host(host);
+    if on_sns || extra.iter().any(|source| source.allows(&url)) {
+        return Ok(url);
     }
-    Ok(url)
+    Err(reject(
+        "is not on an SNS host nor an allowed certificate source (sns_cert_hosts)",
+    ))
 }
 
 fn is_sns_host(host: &str) -> bool {
@@ -252,10 +336,7 @@ impl SnsVerifier {
         let envelope: SnsEnvelope = serde_json::from_slice(body)
             .map_err(|e| WebhookError::Unauthorized(format!("not an SNS envelope: {e}")))?;
         let to_sign = string_to_sign(&envelope)?;
-        let cert_url = check_sns_url(
-            &envelope.signing_cert_url,
-            self.settings.allow_insecure_cert_url_for_tests,
-        )?;
+        let cert_url = check_sns_url(&envelope.signing_cert_url, &self.settings.cert_sources)?;
         if !self.settings.topic_arns.contains(&envelope.topic_arn) {
             return Err(WebhookError::Unauthorized(format!(
                 "topic {} is not allowed",
@@ -357,7 +438,7 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
             "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
         ] {
-            assert!(check_sns_url(ok, false).is_ok(), "{ok}");
+            assert!(check_sns_url(ok, &[]).is_ok(), "{ok}");
         }
         for bad in [
             "http://sns.us-east-1.amazonaws.com/cert.pem",
@@ -370,12 +451,86 @@ mod tests {
             "https://sns..amazonaws.com/cert.pem",
             "https://s3.amazonaws.com/cert.pem",
             "https://xsns.us-east-1.amazonaws.com/cert.pem",
+            "http://127.0.0.1/cert.pem",
+            "http://127.0.0.1:9/cert.pem",
+            "https://127.0.0.1/cert.pem",
+            "https://certs.example.com/cert.pem",
             "file:///etc/passwd",
             "not a url",
         ] {
-            assert!(check_sns_url(bad, false).is_err(), "{bad}");
+            assert!(check_sns_url(bad, &[]).is_err(), "{bad}");
         }
-        assert!(check_sns_url("http://127.0.0.1:9/cert.pem", true).is_ok());
+    }
+
+    fn sources(list: &[&str]) -> Vec<CertSource> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn listed_sources_are_allowed_and_plain_http_only_on_loopback() {
+        let extra = sources(&[
+            "http://127.0.0.1:8090/_sim/sns/",
+            "http://[::1]:9000",
+            "certs.example.com",
+            "https://other.example.com/sns",
+            "pinned.example.com:8443",
+        ]);
+        for ok in [
+            "http://127.0.0.1:8090/_sim/sns/cert.pem",
+            "http://[::1]:9000/cert.pem",
+            "https://certs.example.com/cert.pem",
+            "https://certs.example.com:444/cert.pem",
+            "https://other.example.com/sns/cert.pem",
+            "https://pinned.example.com:8443/c.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        ] {
+            assert!(check_sns_url(ok, &extra).is_ok(), "{ok}");
+        }
+        for bad in [
+            // Another path, port or scheme than the one listed.
+            "http://127.0.0.1:8090/other/cert.pem",
+            "http://127.0.0.1:8091/_sim/sns/cert.pem",
+            "https://other.example.com/snsx/cert.pem",
+            "https://pinned.example.com/c.pem",
+            // A listed host, but over plain http off this machine.
+            "http://certs.example.com/cert.pem",
+            "http://user@127.0.0.1:8090/_sim/sns/cert.pem",
+        ] {
+            assert!(check_sns_url(bad, &extra).is_err(), "{bad}");
+        }
+        // Even if a non-loopback http source got into the list, it is refused.
+        let sneaked = [CertSource::Prefix(Url::parse("http://10.0.0.5/").unwrap())];
+        assert!(check_sns_url("http://10.0.0.5/cert.pem", &sneaked).is_err());
+        let sneaked = [CertSource::Host {
+            host: "10.0.0.5".into(),
+            port: None,
+        }];
+        assert!(check_sns_url("http://10.0.0.5/cert.pem", &sneaked).is_err());
+    }
+
+    #[test]
+    fn sources_parse_with_clear_errors() {
+        assert_eq!(
+            "certs.example.com:8443".parse::<CertSource>().unwrap(),
+            CertSource::Host {
+                host: "certs.example.com".into(),
+                port: Some(8443)
+            }
+        );
+        for bad in [
+            "http://10.0.0.5/certs/",
+            "http://certs.example.com/",
+            "ftp://127.0.0.1/",
+            "https://u:p@certs.example.com/",
+            "https://certs.example.com/?x=1",
+            "certs.example.com/path",
+            "",
+        ] {
+            let e = bad.parse::<CertSource>().unwrap_err();
+            assert!(e.contains("certificate source"), "{bad}: {e}");
+        }
+        let e = "http://10.0.0.5/".parse::<CertSource>().unwrap_err();
+        assert!(e.contains("loopback"), "{e}");
     }
 
     fn envelope(kind: &str) -> SnsEnvelope {

@@ -75,8 +75,7 @@ impl WebhookVerifier for BynderWebhookVerifier {
             SUBSCRIPTION_CONFIRMATION => {
                 // Verified and on an allowed topic: now it is safe to call SubscribeURL.
                 let raw = envelope.subscribe_url.as_deref().unwrap_or_default();
-                let url =
-                    check_sns_url(raw, self.sns.settings().allow_insecure_cert_url_for_tests)?;
+                let url = check_sns_url(raw, &self.sns.settings().cert_sources)?;
                 self.confirmer
                     .confirm_subscription(&url)
                     .await

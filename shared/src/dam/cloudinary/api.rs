@@ -1,10 +1,13 @@
 //! Cloudinary REST client ([`AssetSource`]) over the Admin API.
 //!
 //! - Fetch: `GET /v1_1/{cloud}/resources/by_asset_ids?asset_ids[]=...` (≤ 100 per call).
-//!   `asset_id` is immutable, unlike `public_id` (renames), so it is the asset's id.
+//!   `asset_id` is immutable, unlike `public_id` (renames), so it is the asset's id. An id the
+//!   answer leaves out is confirmed with `GET /v1_1/{cloud}/resources/{asset_id}`: gone only
+//!   on its 404.
 //! - Changes: `POST /v1_1/{cloud}/resources/search` with
-//!   `last_updated.updated_at>="<since>"`, sorted by `last_updated.updated_at` ascending,
-//!   `max_results` ≤ 500, cursor paging. `last_updated` is bumped by metadata, context and tag
+//!   `last_updated.updated_at>="<since − 1 s>"` (so `since`'s own second is listed even if the
+//!   filter excluded its second), sorted by `last_updated.updated_at` ascending,
+//!   `max_results` ≤ 500, cursor paging under that one expression. `last_updated` is bumped by metadata, context and tag
 //!   edits as well as uploads, unlike `uploaded_at` [verify against a live account].
 //!   `with_field` asks for `context`, `tags` and `metadata`, which are omitted otherwise.
 //! - Admin API calls share an hourly budget; a 429/420 becomes `RateLimited` with the wait
@@ -26,8 +29,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::dam::http::{
-    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
-    transport_error, until_http_date,
+    PageStep, decode_token, endpoint, http_client, page_step, paged, read_json, read_json_or_404,
+    resolve_in_input_order, transport_error, until_http_date,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
 use crate::time::{epoch_ms, format_rfc3339_secs, parse_rfc3339_ms};
@@ -185,6 +188,36 @@ impl CloudinaryApi {
         read_json(resp).await.map_err(|e| with_reset(e, &headers))
     }
 
+    /// `GET /resources/{asset_id}`: the Admin API's single-resource read, which confirms an id
+    /// `by_asset_ids` left out; its 404 says the resource is gone.
+    async fn fetch_one(&self, id: String) -> Result<Fetched, DamError> {
+        self.check_reserve()?;
+        let mut url = self.url(&[&id]);
+        url.query_pairs_mut()
+            .append_pair("tags", "true")
+            .append_pair("context", "true")
+            .append_pair("metadata", "true");
+        let resp = self
+            .http
+            .get(url)
+            .basic_auth(
+                &self.settings.api_key,
+                Some(self.settings.api_secret.expose_secret()),
+            )
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let headers = resp.headers().clone();
+        self.record_budget(&headers);
+        match read_json_or_404::<Value>(resp)
+            .await
+            .map_err(|e| with_reset(e, &headers))?
+        {
+            None => Ok(Fetched::Gone(id)),
+            Some(v) => Ok(Fetched::Found(to_dam_asset(v)?)),
+        }
+    }
+
     async fn search_page(&self, token: SearchToken, limit: usize) -> PageStep<SearchToken> {
         let mut terms = Vec::new();
         if let Some(since) = token.since_ms {
@@ -284,10 +317,10 @@ impl AssetSource for CloudinaryApi {
             let body: ResourcesBody = self.send(self.http.get(url)).await?;
             for v in body.resources {
                 let a = to_dam_asset(v)?;
-                found.insert(a.id.clone(), a);
+                found.insert(a.id.clone(), Fetched::Found(a));
             }
         }
-        Ok(in_input_order(ids, found))
+        resolve_in_input_order(ids, found, |id| self.fetch_one(id)).await
     }
 
     fn list_changed(
@@ -300,7 +333,10 @@ impl AssetSource for CloudinaryApi {
         let start = match resume {
             Some(t) => decode_token(&t),
             None => Ok(SearchToken {
-                since_ms: since.map(epoch_ms),
+                // A second early: the search compares whole seconds, and whether `>=` keeps
+                // items of its own second is not something to rely on [verify against a live
+                // account]. The cursor then pages one fixed expression, so nothing is skipped.
+                since_ms: since.map(|t| (epoch_ms(t).div_euclid(1000) - 1) * 1000),
                 cursor: None,
             }),
         };

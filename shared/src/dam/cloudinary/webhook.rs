@@ -169,7 +169,8 @@ pub fn parse_notification(
         "delete" => ChangeKind::Delete,
         _ => return Ok(Vec::new()),
     };
-    // The body `timestamp` is when Cloudinary made the change; without it, the signed time.
+    // When Cloudinary rendered the notification; without it, the signed delivery time. Only
+    // part of the dedupe key: it is not the Admin API's `last_updated.updated_at`.
     let changed_at_ms = body
         .get("timestamp")
         .and_then(Value::as_str)
@@ -197,17 +198,21 @@ pub fn parse_notification(
                 .and_then(Value::as_str)
                 .filter(|id| !id.is_empty())
                 .ok_or_else(|| WebhookError::Malformed(format!("{kind_name} without asset_id")))?;
-            let seq = resource
+            let resource_version = resource
                 .get("version")
                 .or_else(|| body.get("version"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+                .and_then(Value::as_i64);
+            let seq = resource_version.unwrap_or(0);
             Ok(ChangeEvent {
                 dam: DamKind::Cloudinary,
                 asset_id: asset_id.to_owned(),
                 kind,
-                version: Some(Version {
-                    modified_at_ms: changed_at_ms,
+                // The hint speaks only for the resource `version` (the upload counter the Admin
+                // API returns too): a notification or delivery time is later than the change's
+                // `updated_at`, and as a hint time it would make every read look lagging.
+                // `modified_at_ms: 0` tells `Version::lags_behind` to compare counters only.
+                version: resource_version.map(|seq| Version {
+                    modified_at_ms: 0,
                     seq,
                 }),
                 asset: None,
@@ -274,7 +279,7 @@ mod tests {
             assert_eq!(
                 events[0].version,
                 Some(Version {
-                    modified_at_ms: 1_000_000,
+                    modified_at_ms: 0,
                     seq: 7
                 })
             );
@@ -355,11 +360,11 @@ mod tests {
         let events = parse_notification(&body, 9_000, 0).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, ChangeKind::Upsert);
-        // The body's change time wins over the signed delivery time.
+        // The hint carries the resource version only; the body's time keys the dedupe.
         assert_eq!(
             events[0].version,
             Some(Version {
-                modified_at_ms: 2_000,
+                modified_at_ms: 0,
                 seq: 5
             })
         );
@@ -367,6 +372,33 @@ mod tests {
             events[0].dedupe_key,
             "cloudinary:a:5:resource_metadata_changed:2000"
         );
+    }
+
+    #[test]
+    fn a_later_notification_time_does_not_make_the_admin_read_lag() {
+        // The Admin API says (T, v); the notification was stamped T+1 s for version v.
+        let t = 1_795_860_942_000;
+        let read = Version {
+            modified_at_ms: t,
+            seq: 7,
+        };
+        let body: Value = serde_json::from_str(
+            r#"{"notification_type":"resource_context_changed",
+                "timestamp":"2026-11-28T10:15:43+00:00",
+                "resources":[{"asset_id":"a","version":7}]}"#,
+        )
+        .unwrap();
+        let hint = parse_notification(&body, t + 1000, t + 1000).unwrap()[0]
+            .version
+            .unwrap();
+        assert!(!read.lags_behind(&hint), "{read:?} vs {hint:?}");
+        // A notification for a newer upload than the read: the DAM lags.
+        let newer = Version { seq: 8, ..hint };
+        assert!(read.lags_behind(&newer));
+        // No resource version: no hint at all.
+        let bare: Value =
+            serde_json::from_str(r#"{"notification_type":"upload","asset_id":"a"}"#).unwrap();
+        assert_eq!(parse_notification(&bare, t, t).unwrap()[0].version, None);
     }
 
     #[test]

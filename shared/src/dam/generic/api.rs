@@ -1,5 +1,6 @@
 //! Generic REST client ([`AssetSource`]) for the contract in docs/generic-dam.md:
-//! `GET {base}/assets?ids=` (≤ 100 ids, missing ids absent) and
+//! `GET {base}/assets?ids=` (≤ 100 ids; tombstones say `"deleted": true`; an id left out is
+//! confirmed with `GET {base}/assets/{id}`, gone only on its 404) and
 //! `GET {base}/changes?since=&limit=&cursor=` ordered by (modified_at, id), bearer auth.
 
 use std::time::{Duration, SystemTime};
@@ -13,8 +14,8 @@ use serde_json::Value;
 use url::Url;
 
 use crate::dam::http::{
-    PageStep, decode_token, endpoint, http_client, in_input_order, page_step, paged, read_json,
-    transport_error,
+    PageStep, decode_token, endpoint, http_client, page_step, paged, read_json, read_json_or_404,
+    resolve_in_input_order, transport_error,
 };
 use crate::dam::{AssetSource, DamAsset, DamError, DamKind, Fetched, Page, PageToken, Version};
 use crate::time::{epoch_ms, format_rfc3339_ms, parse_rfc3339_ms};
@@ -74,6 +75,23 @@ impl GenericApi {
         read_json(resp).await
     }
 
+    /// `GET {base}/assets/{id}`: the contract's single-asset read, which confirms an id the
+    /// batch answer left out. A 404 is the DAM saying the asset is gone.
+    async fn fetch_one(&self, id: String) -> Result<Fetched, DamError> {
+        let url = endpoint(&self.settings.base_url, &["assets", &id]);
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(self.settings.token.expose_secret())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        match read_json_or_404::<Value>(resp).await? {
+            None => Ok(Fetched::Gone(id)),
+            Some(v) => Ok(answer(v)?.1),
+        }
+    }
+
     async fn changes_page(&self, token: ChangesToken, limit: usize) -> PageStep<ChangesToken> {
         let mut url = endpoint(&self.settings.base_url, &["changes"]);
         {
@@ -127,9 +145,29 @@ struct ChangesToken {
     cursor: Option<String>,
 }
 
-/// Maps one contract asset object. `fields` is the whole object, so mappings address
-/// `fields.title`, `id`, `version`...
-fn to_dam_asset(v: Value) -> Result<DamAsset, DamError> {
+/// What a contract asset object says: the asset, or `Gone` for a tombstone.
+fn answer(v: Value) -> Result<(String, Fetched), DamError> {
+    if is_tombstone(&v) {
+        // A tombstone needs nothing but its id.
+        let id = v
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DamError::Permanent("asset without id".into()))?;
+        return Ok((id.to_owned(), Fetched::Gone(id.to_owned())));
+    }
+    let asset = to_dam_asset(v)?;
+    Ok((asset.id.clone(), Fetched::Found(asset)))
+}
+
+/// Whether a contract asset object is a tombstone (`"deleted": true`).
+pub fn is_tombstone(v: &Value) -> bool {
+    v.get("deleted").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Maps one contract asset object, read over REST or carried by a webhook (one shape for
+/// both, so a mapping sees the same JSON either way). `fields` is the whole object, so
+/// mappings address `fields.title`, `id`, `version`...
+pub fn to_dam_asset(v: Value) -> Result<DamAsset, DamError> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
@@ -160,20 +198,17 @@ impl AssetSource for GenericApi {
 
     async fn fetch(&self, ids: &[String]) -> Result<Vec<Fetched>, DamError> {
         let batch = self.settings.fetch_batch.clamp(1, MAX_FETCH_IDS);
-        let mut found = std::collections::HashMap::new();
+        let mut answered = std::collections::HashMap::new();
         for chunk in ids.chunks(batch) {
             let mut url = endpoint(&self.settings.base_url, &["assets"]);
             url.query_pairs_mut().append_pair("ids", &chunk.join(","));
             let body: AssetsBody = self.get_json(url).await?;
             for v in body.assets {
-                let deleted = v.get("deleted").and_then(Value::as_bool).unwrap_or(false);
-                let asset = to_dam_asset(v)?;
-                if !deleted {
-                    found.insert(asset.id.clone(), asset);
-                }
+                let (id, fetched) = answer(v)?;
+                answered.insert(id, fetched);
             }
         }
-        Ok(in_input_order(ids, found))
+        resolve_in_input_order(ids, answered, |id| self.fetch_one(id)).await
     }
 
     fn list_changed(

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::api::{is_tombstone, to_dam_asset};
 use crate::dam::verify::{check_window, ct_eq, required_header, unix_seconds};
 use crate::dam::{
     ChangeEvent, ChangeKind, DamAsset, DamKind, Version, WebhookError, WebhookOutcome,
@@ -170,36 +171,26 @@ pub struct EventData {
     pub version: Option<i64>,
     #[serde(default)]
     pub modified_at: Option<String>,
+    /// The full asset object of the REST contract, kept as JSON so that it goes through the
+    /// same [`to_dam_asset`] as a REST read.
     #[serde(default)]
-    pub asset: Option<WireAsset>,
+    pub asset: Option<Value>,
 }
 
-/// A full asset as the generic REST contract returns it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct WireAsset {
-    pub id: String,
-    pub version: i64,
-    pub modified_at: String,
-    #[serde(default)]
-    pub deleted: bool,
-    #[serde(default)]
-    pub fields: Value,
-}
-
-impl WireAsset {
-    /// Converts to the port's asset, or `None` when `modified_at` is not RFC 3339.
-    pub fn into_dam_asset(self) -> Option<DamAsset> {
-        let modified_at_ms = parse_rfc3339_ms(&self.modified_at)?;
-        Some(DamAsset {
-            dam: DamKind::Generic,
-            id: self.id,
-            version: Version {
-                modified_at_ms,
-                seq: self.version,
-            },
-            fields: self.fields,
-        })
+/// The carried asset as the REST read would give it; `None` for a tombstone, which the
+/// consumer resolves by reading the DAM.
+fn carried_asset(data_id: &str, wire: Value) -> Result<Option<DamAsset>, WebhookError> {
+    if wire.get("id").and_then(Value::as_str) != Some(data_id) {
+        return Err(WebhookError::Malformed(
+            "asset.id differs from data.id".into(),
+        ));
     }
+    if is_tombstone(&wire) {
+        return Ok(None);
+    }
+    to_dam_asset(wire)
+        .map(Some)
+        .map_err(|e| WebhookError::Malformed(format!("data.asset: {e}")))
 }
 
 impl CanonicalEvent {
@@ -238,14 +229,7 @@ impl CanonicalEvent {
                     None => None,
                 };
                 let asset = match data.asset {
-                    Some(wire) if wire.id != data.id => {
-                        return Err(WebhookError::Malformed(
-                            "asset.id differs from data.id".into(),
-                        ));
-                    }
-                    Some(wire) => Some(wire.into_dam_asset().ok_or_else(|| {
-                        WebhookError::Malformed("asset.modified_at is not RFC 3339".into())
-                    })?),
+                    Some(wire) => carried_asset(&data.id, wire)?,
                     None => None,
                 };
                 let version = match (&asset, modified_at_ms.or(event_ms), data.version) {
@@ -391,7 +375,9 @@ mod tests {
                 seq: 2
             }
         );
-        assert_eq!(asset.fields["title"], "T");
+        // The whole asset object, as a REST read gives it.
+        assert_eq!(asset.fields["fields"]["title"], "T");
+        assert_eq!(asset.fields["id"], "a");
 
         let mismatched: CanonicalEvent = serde_json::from_str(
             r#"{"type":"asset.upserted","data":{"id":"a","asset":{"id":"b","version":2,
@@ -402,6 +388,25 @@ mod tests {
             mismatched.into_changes("m", 0),
             Err(WebhookError::Malformed(_))
         ));
+
+        let bad_time: CanonicalEvent = serde_json::from_str(
+            r#"{"type":"asset.upserted","data":{"id":"a","asset":{"id":"a","version":2,
+                "modified_at":"yesterday"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            bad_time.into_changes("m", 0),
+            Err(WebhookError::Malformed(_))
+        ));
+
+        // A carried tombstone is not an asset to map: the consumer reads the DAM instead.
+        let tombstone: CanonicalEvent = serde_json::from_str(
+            r#"{"type":"asset.upserted","data":{"id":"a","asset":{"id":"a","version":3,
+                "modified_at":"1970-01-01T00:00:02Z","deleted":true}}}"#,
+        )
+        .unwrap();
+        let events = tombstone.into_changes("m", 0).unwrap();
+        assert!(events[0].asset.is_none());
     }
 
     #[test]
