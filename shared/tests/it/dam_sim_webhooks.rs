@@ -13,7 +13,8 @@ use shared::dam::bynder::sns::{ReqwestSnsClient, SnsSettings};
 use shared::dam::bynder::webhook::BynderWebhookVerifier;
 use shared::dam::cloudinary::webhook::{CloudinarySettings, CloudinaryWebhookVerifier};
 use shared::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, SigningSecret};
-use shared::dam::{ChangeKind, WebhookOutcome, WebhookRequest, WebhookVerifier};
+use shared::dam::settings::DamSettings;
+use shared::dam::{ChangeKind, WebhookError, WebhookOutcome, WebhookRequest, WebhookVerifier};
 
 type Seen = Arc<Mutex<Vec<WebhookRequest>>>;
 
@@ -117,8 +118,25 @@ async fn sim_webhooks_pass_the_production_verifiers() {
     assert_eq!(verify_all(&cloudinary, &cld256).await, expected);
 
     let client = Arc::new(ReqwestSnsClient::new().unwrap());
-    let mut settings = SnsSettings::new(vec![cfg.sns_topic_arn.clone()]);
-    settings.cert_sources = vec![format!("{}/_sim/sns/", sim.base_url()).parse().unwrap()];
+    // By default only AWS's SNS hosts may serve certificates: the sim's is refused.
+    let default = BynderWebhookVerifier::new(
+        SnsSettings::new(vec![cfg.sns_topic_arn.clone()]),
+        client.clone(),
+        client.clone(),
+    );
+    let first = sns.lock().unwrap()[0].clone();
+    assert!(matches!(
+        default.verify(&first).await,
+        Err(WebhookError::Unauthorized(_))
+    ));
+    // A private test bed lists the sim's loopback address in `[dam] sns_cert_hosts`.
+    let dam: DamSettings = toml::from_str(&format!(
+        "kind = 'bynder'\ntopic_arns = ['{}']\nsns_cert_hosts = ['{}/_sim/sns/']",
+        cfg.sns_topic_arn,
+        sim.base_url()
+    ))
+    .unwrap();
+    let settings = dam.bynder_webhook().unwrap().unwrap();
     let bynder = BynderWebhookVerifier::new(settings, client.clone(), client);
     let kinds: Vec<(ChangeKind, String)> = verify_all(&bynder, &sns)
         .await
