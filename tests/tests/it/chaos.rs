@@ -187,8 +187,10 @@ fn revision(pim_asset: &Value) -> Option<u64> {
 }
 
 /// What the change loop did, for the report and to prove every kind of change happened.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Made {
+    /// Per asset, what each change did (`op rREV`), to explain a failure.
+    history: Vec<Vec<String>>,
     edits: u64,
     same_second_pairs: u64,
     /// Pairs whose two edits the DAM stamped within the same second.
@@ -198,6 +200,24 @@ struct Made {
     new_files: u64,
     deletes: u64,
     recreates: u64,
+}
+
+impl std::fmt::Debug for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "edits {}, same-second pairs {} ({} within one DAM second), renames {}, re-tags {}, \
+             new files {}, deletes {}, re-creations {}",
+            self.edits,
+            self.same_second_pairs,
+            self.same_second_in_dam_time,
+            self.renames,
+            self.retags,
+            self.new_files,
+            self.deletes,
+            self.recreates
+        )
+    }
 }
 
 struct Run {
@@ -612,7 +632,7 @@ async fn chaos(backend: Backend, d: Dam) {
         sweep_errors.load(Ordering::Relaxed),
     );
 
-    verify(&run, &poison, &recording, n_assets).await;
+    verify(&run, &poison, &recording, n_assets, &made.history).await;
 
     let regressions = regressions.lock().unwrap().clone();
     assert!(
@@ -659,14 +679,20 @@ async fn chaos(backend: Backend, d: Dam) {
 /// The deletion sweep of the run's PIM and DAM, with a PIM client of its own (its own
 /// Connection, as the poller function has).
 fn sweeper(run: &Run, source: Arc<dyn AssetSource>, queue: Arc<Recording>) -> Sweeper {
-    let pim = AkeneoClient::new(pim_config(
+    // The fixture's second Connection: Akeneo's limits and Retry-After windows are per
+    // Connection, and production gives the sweep one of its own.
+    let mut config = pim_config(
         &run.pim,
         Limits {
             request_timeout: Duration::from_secs(2),
             ..Limits::default()
         },
-    ))
-    .expect("sweep client");
+    );
+    config.client_id = "sim_password_only".into();
+    config.client_secret = secrecy::SecretString::from("sim_secret_2");
+    config.username = "sim_user_2".into();
+    config.password = secrecy::SecretString::from("sim_password_2");
+    let pim = AkeneoClient::new(config).expect("sweep client");
     Sweeper::new(
         SweepPorts {
             pim: Arc::new(pim),
@@ -705,9 +731,11 @@ async fn make_changes(
     let mut forged = false;
     let changes_start = Instant::now();
     let upsert = |n: usize, m: &Model| dam.upsert(&d.asset_id(n), fields(dam, d, n, m));
+    made.history = vec![Vec::new(); n_assets];
     while count < n_changes {
         rev += 1;
         let before = count;
+        let note: Option<(usize, &str)>;
         if models.len() < n_assets {
             let n = models.len();
             let m = Model {
@@ -719,6 +747,7 @@ async fn make_changes(
             };
             upsert(n, &m);
             models.push(m);
+            note = Some((n, "create"));
             count += 1;
         } else {
             let n = rng.usize(..n_assets);
@@ -730,11 +759,13 @@ async fn make_changes(
                 m.live = true;
                 upsert(n, m);
                 made.recreates += 1;
+                note = Some((n, "re-create"));
                 count += 1;
             } else if roll < 6 && kind(n) == Kind::Valid {
                 assert!(dam.delete(&d.asset_id(n)), "delete {n}");
                 m.live = false;
                 made.deletes += 1;
+                note = Some((n, "delete"));
                 count += 1;
             } else if roll < 16 {
                 // Two edits of one asset back to back: within one DAM second (Bynder and
@@ -752,31 +783,39 @@ async fn make_changes(
                     made.same_second_in_dam_time += 1;
                 }
                 made.same_second_pairs += 1;
+                note = Some((n, "edit twice"));
                 count += 2;
             } else if roll < 21 {
                 m.rev = rev;
                 m.public_id = Some(format!("chaos/renamed/{n}_{rev}"));
                 upsert(n, m);
                 made.renames += 1;
+                note = Some((n, "rename"));
                 count += 1;
             } else if roll < 26 {
                 m.rev = rev;
                 m.tags = vec![format!("t{}", rev % 7)];
                 upsert(n, m);
                 made.retags += 1;
+                note = Some((n, "re-tag"));
                 count += 1;
             } else if roll < 31 && has_file(n) {
                 m.rev = rev;
                 m.file_version += 1;
                 upsert(n, m);
                 made.new_files += 1;
+                note = Some((n, "new file"));
                 count += 1;
             } else {
                 m.rev = rev;
                 upsert(n, m);
                 made.edits += 1;
+                note = Some((n, "edit"));
                 count += 1;
             }
+        }
+        if let Some((n, op)) = note {
+            made.history[n].push(format!("{op} r{rev}"));
         }
         made_count.store(count as u64, Ordering::Relaxed);
         for c in before..count {
@@ -820,7 +859,13 @@ fn mapped(run: &Run, structure: &FamilyStructure, asset: &dam_sim::SimAsset) -> 
 
 /// PIM == mapped DAM (files included), deleted assets absent; DLQ == poison + refused, each
 /// with its reason; nothing forged queued.
-async fn verify(run: &Run, poison: &[String], recording: &Recording, n_assets: usize) {
+async fn verify(
+    run: &Run,
+    poison: &[String],
+    recording: &Recording,
+    n_assets: usize,
+    history: &[Vec<String>],
+) {
     let name = format!("{}/{}", run.backend.name, run.d.name());
     let structure = packshot_structure(&run.pim).await;
     let mut mismatches = Vec::new();
@@ -866,6 +911,9 @@ async fn verify(run: &Run, poison: &[String], recording: &Recording, n_assets: u
         }
     }
     assert!(deleted > 0, "[{name}] some assets end deleted");
+    if !(resurrected.is_empty() && mismatches.is_empty()) {
+        explain(run, &resurrected, &mismatches, history).await;
+    }
     assert!(
         resurrected.is_empty(),
         "[{name}] {} deleted assets are in the PIM, e.g. {:?}",
@@ -933,6 +981,50 @@ async fn verify(run: &Run, poison: &[String], recording: &Recording, n_assets: u
         forged.is_empty(),
         "[{name}] forged events queued: {forged:?}"
     );
+}
+
+/// Prints, for the wrong assets, their DAM history, the stored state, the webhooks delivered
+/// for them and their dead letters: where a failure points in the product.
+async fn explain(
+    run: &Run,
+    resurrected: &[String],
+    mismatches: &[String],
+    history: &[Vec<String>],
+) {
+    let log = run.dam.webhook_log();
+    let letters = run.backend.work.dead_letters().await;
+    let n_of = |id: &str| (0..history.len()).find(|n| run.d.asset_id(*n) == id);
+    for line in resurrected.iter().chain(mismatches).take(10) {
+        let id = line.split([' ', ':']).next().unwrap_or_default();
+        let Some(n) = n_of(id) else { continue };
+        let dam = run.dam.asset(id);
+        let state = run
+            .backend
+            .state
+            .get_many(run.d.source_kind(), &[id.to_owned()])
+            .await
+            .ok()
+            .and_then(|mut m| m.remove(id));
+        let hooks: Vec<String> = log
+            .iter()
+            .filter(|r| r.asset_id == id)
+            .map(|r| format!("{}={:?}", r.event, r.status))
+            .collect();
+        let dead: Vec<&String> = letters
+            .iter()
+            .filter(|(body, _)| body.contains(id))
+            .map(|(_, reason)| reason)
+            .collect();
+        println!(
+            "[{}] {id}: history {:?}; DAM version {:?} deleted {:?}; state {:?}; webhooks delivered \
+             {hooks:?}; dead letters {dead:?}",
+            run.d.name(),
+            history[n],
+            dam.as_ref().map(|a| (a.version, a.modified_at_ms)),
+            dam.as_ref().map(|a| a.deleted),
+            state.map(|s| (s.applied_version, s.content_hash)),
+        );
+    }
 }
 
 /// The PIM code of DAM id `id` under `code = "{{id}}"`, by the rule of docs/mapping.md (kept

@@ -16,7 +16,7 @@ use shared::dam::cloudinary::api::{CloudinaryApi, CloudinaryApiSettings};
 use shared::dam::cloudinary::webhook::{CloudinarySettings, CloudinaryWebhookVerifier};
 use shared::dam::generic::api::{GenericApi, GenericApiSettings};
 use shared::dam::generic::webhook::{GenericSettings, GenericWebhookVerifier, SigningSecret};
-use shared::dam::{AssetSource, WebhookVerifier};
+use shared::dam::{AssetSource, DamKind, WebhookVerifier};
 use url::Url;
 
 /// Which DAM a run drives, with its own webhook shapes and REST API.
@@ -37,6 +37,15 @@ impl Dam {
             Dam::Generic => "generic",
             Dam::Cloudinary => "cloudinary",
             Dam::Bynder => "bynder",
+        }
+    }
+
+    /// The product's name for this DAM (the state store's key).
+    pub fn source_kind(self) -> DamKind {
+        match self {
+            Dam::Generic => DamKind::Generic,
+            Dam::Cloudinary => DamKind::Cloudinary,
+            Dam::Bynder => DamKind::Bynder,
         }
     }
 
