@@ -668,3 +668,60 @@ async fn dispatch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+
+    fn asset(fields: Value) -> SimAsset {
+        SimAsset {
+            id: "a1".into(),
+            version: 2,
+            created_at_ms: 0,
+            modified_at_ms: 0,
+            deleted: false,
+            fields: fields.as_object().cloned().unwrap_or_else(Map::new),
+        }
+    }
+
+    fn name(before: Value, after: Value) -> String {
+        match cloudinary_update(Some(&asset(before)), &asset(after)) {
+            CloudinaryUpdate::Rename { from } => format!("rename from {from}"),
+            CloudinaryUpdate::Overwrite => "upload".into(),
+            CloudinaryUpdate::Changed(event) => event.into(),
+        }
+    }
+
+    #[test]
+    fn cloudinary_updates_are_named_after_what_changed() {
+        let base = json!({"title": "A", "tags": ["x"], "sku": "S", "file_version": 1});
+        let with = |k: &str, v: Value| {
+            let mut f = base.clone();
+            f[k] = v;
+            f
+        };
+        assert_eq!(
+            name(base.clone(), with("public_id", json!("p/2"))),
+            "rename from dam-sim/a1"
+        );
+        assert_eq!(name(base.clone(), with("file_version", json!(2))), "upload");
+        assert_eq!(
+            name(base.clone(), with("tags", json!(["y"]))),
+            "resource_tags_changed"
+        );
+        assert_eq!(
+            name(base.clone(), with("title", json!("B"))),
+            "resource_context_changed"
+        );
+        assert_eq!(
+            name(base.clone(), with("sku", json!("T"))),
+            "resource_metadata_changed"
+        );
+        // Several changes at once: the first in the order above names it.
+        let mut both = with("tags", json!(["y"]));
+        both["title"] = json!("B");
+        assert_eq!(name(base, both), "resource_tags_changed");
+    }
+}

@@ -65,6 +65,8 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(8);
 const CONVERGE_WITHIN: Duration = Duration::from_secs(300);
 /// The schedule of the pollers and the sweep in the chaos runs.
 const POLL_EVERY: Duration = Duration::from_secs(2);
+/// The sweep runs once per this many poll ticks while the DAM changes.
+const SWEEP_EVERY_POLLS: u64 = 5;
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -468,8 +470,8 @@ async fn chaos(backend: Backend, d: Dam) {
         })
     };
 
-    // --- Two pollers racing on one cursor and the deletion sweep, every 2 s; the cursor only
-    // moves forward. Each run lists its lookback window again, so a short interval with a long
+    // --- Two pollers racing on one cursor every 2 s, the deletion sweep every 10 s; the cursor
+    // only moves forward. Each run lists its lookback window again, so a short interval with a long
     // lookback multiplies the queue traffic (and moto's receive cost grows with the square of
     // the queue's length).
     let poll_settings = PollerSettings {
@@ -507,6 +509,7 @@ async fn chaos(backend: Backend, d: Dam) {
         let cursor_moves_back = cursor_moves_back.clone();
         tokio::spawn(async move {
             let mut high = i64::MIN;
+            let mut tick = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // Each run lists its lookback window again (the consumer skips what it already
                 // applied); once a complete run has seen the last change, polling is done.
@@ -531,6 +534,13 @@ async fn chaos(backend: Backend, d: Dam) {
                         }
                         high = high.max(c.position_ms);
                     }
+                }
+                tick += 1;
+                // The sweep reads every managed asset's state: on moto's one core, a sweep every
+                // poll would starve the consumer. Once polling is done it runs every tick.
+                if tick % SWEEP_EVERY_POLLS != 0 && !converged_poll.load(Ordering::Relaxed) {
+                    tokio::time::sleep(POLL_EVERY).await;
+                    continue;
                 }
                 let sweep_started = now_ms();
                 let now = SystemTime::now();
@@ -938,6 +948,10 @@ async fn verify(
             "[{name}] dead letter without a reason: {body}"
         );
         if poison.contains(body) {
+            assert!(
+                reason.contains("undecodable"),
+                "[{name}] poison dead-lettered with another reason: {reason}"
+            );
             poison_seen.insert(body.clone());
             continue;
         }
