@@ -131,16 +131,19 @@ async fn serve_killed_mid_run_restarts_on_the_same_file_and_loses_nothing() {
     // The PIM converges to the DAM: live assets with their last title, deleted ones absent.
     let differing = || {
         (0..n_assets)
-            .filter(|n| {
-                let pim_asset = pim.asset("packshot", &id(*n));
-                match (live[*n], pim_asset) {
-                    (true, Some(a)) => a["values"]["alt_text"][0]["data"] != title[n].as_str(),
-                    (true, None) => true,
-                    (false, Some(_)) => true,
-                    (false, None) => false,
-                }
+            .filter_map(|n| {
+                let pim_title = pim
+                    .asset("packshot", &id(n))
+                    .map(|a| a["values"]["alt_text"][0]["data"].clone());
+                let want = live[n].then(|| json!(title[&n]));
+                (pim_title != want).then(|| {
+                    format!(
+                        "{}: DAM {want:?} (version {:?}), PIM {pim_title:?}",
+                        id(n),
+                        dam.asset(&id(n)).map(|a| a.version)
+                    )
+                })
             })
-            .map(id)
             .collect::<Vec<_>>()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -148,6 +151,9 @@ async fn serve_killed_mid_run_restarts_on_the_same_file_and_loses_nothing() {
         let wrong = differing();
         if wrong.is_empty() {
             break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            explain(&dam, dir.path(), &wrong).await;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -166,4 +172,28 @@ async fn serve_killed_mid_run_restarts_on_the_same_file_and_loses_nothing() {
     use shared::queue::QueueAdmin;
     let letters = store.dead_letters(10).await.unwrap();
     assert!(letters.is_empty(), "dead letters: {letters:?}");
+}
+
+/// Prints what the DAM sent for each wrong asset and the state `serve` recorded for it.
+async fn explain(dam: &dam_sim::DamSimHandle, dir: &std::path::Path, wrong: &[String]) {
+    use shared::store::AssetStateStore;
+    let store = embedded_store::SqliteStore::open_existing(dir.join("state.db")).unwrap();
+    let log = dam.webhook_log();
+    for line in wrong.iter().take(5) {
+        let asset = line.split(':').next().unwrap_or_default().to_owned();
+        let sent: Vec<String> = log
+            .iter()
+            .filter(|r| r.asset_id == asset)
+            .map(|r| format!("{}={:?}", r.event, r.status))
+            .collect();
+        let state = store
+            .get_many(shared::dam::DamKind::Generic, std::slice::from_ref(&asset))
+            .await
+            .ok()
+            .and_then(|mut m| m.remove(&asset));
+        println!(
+            "{asset}: webhooks {sent:?}; state {:?}",
+            state.map(|s| (s.applied_version, s.content_hash))
+        );
+    }
 }
