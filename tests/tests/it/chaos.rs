@@ -538,7 +538,9 @@ async fn chaos(backend: Backend, d: Dam) {
                 tick += 1;
                 // The sweep reads every managed asset's state: on moto's one core, a sweep every
                 // poll would starve the consumer. Once polling is done it runs every tick.
-                if tick % SWEEP_EVERY_POLLS != 0 && !converged_poll.load(Ordering::Relaxed) {
+                if !tick.is_multiple_of(SWEEP_EVERY_POLLS)
+                    && !converged_poll.load(Ordering::Relaxed)
+                {
                     tokio::time::sleep(POLL_EVERY).await;
                     continue;
                 }
