@@ -5,3 +5,4 @@ mod demo;
 mod operator_commands;
 mod pim_commands;
 mod serve;
+mod serve_kill;

@@ -28,7 +28,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 pub use bynder::DateFilter;
+pub use bynder::media_json as bynder_media_json;
 pub use catalogue::{ChangeType, SimAsset, generated_asset};
+pub use cloudinary::resource_json as cloudinary_resource_json;
 pub use files::{file_bytes, file_url};
 pub use gate::{Faults, Stats};
 pub use sns::canonical_string as sns_canonical_string;
@@ -167,7 +169,13 @@ impl Shared {
     }
 
     /// Queues a notification for every subscription (`auto_only`: those with auto_notify).
-    pub fn publish(&self, asset: &SimAsset, change: ChangeType, auto_only: bool) {
+    pub fn publish(
+        &self,
+        asset: &SimAsset,
+        previous: Option<&SimAsset>,
+        change: ChangeType,
+        auto_only: bool,
+    ) {
         let subs = self.subscriptions.lock().expect("subscriptions lock");
         for (_, _, s) in subs.iter() {
             if auto_only && !s.knobs.auto_notify {
@@ -177,6 +185,7 @@ impl Shared {
             let notice = Notice {
                 asset: asset.clone(),
                 change,
+                previous: previous.cloned(),
             };
             if s.tx.send(notice).is_err() {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -187,22 +196,23 @@ impl Shared {
     }
 
     pub fn upsert(&self, id: &str, fields: Map<String, Value>) -> SimAsset {
-        let (asset, change) = self
-            .catalogue
-            .lock()
-            .expect("catalogue lock")
-            .upsert(id, fields);
-        self.publish(&asset, change, true);
+        let (asset, change, previous) = {
+            let mut cat = self.catalogue.lock().expect("catalogue lock");
+            let previous = cat.live(id).cloned();
+            let (asset, change) = cat.upsert(id, fields);
+            (asset, change, previous)
+        };
+        self.publish(&asset, previous.as_ref(), change, true);
         asset
     }
 
     pub fn patch(&self, id: &str, fields: Map<String, Value>) -> Option<SimAsset> {
-        let asset = self
-            .catalogue
-            .lock()
-            .expect("catalogue lock")
-            .patch(id, fields)?;
-        self.publish(&asset, ChangeType::Updated, true);
+        let (asset, previous) = {
+            let mut cat = self.catalogue.lock().expect("catalogue lock");
+            let previous = cat.live(id).cloned();
+            (cat.patch(id, fields)?, previous)
+        };
+        self.publish(&asset, previous.as_ref(), ChangeType::Updated, true);
         Some(asset)
     }
 
@@ -210,7 +220,7 @@ impl Shared {
         let deleted = self.catalogue.lock().expect("catalogue lock").delete(id);
         match deleted {
             Some(a) => {
-                self.publish(&a, ChangeType::Deleted, true);
+                self.publish(&a, None, ChangeType::Deleted, true);
                 true
             }
             None => false,
@@ -244,7 +254,7 @@ impl Shared {
                 } else {
                     ChangeType::Updated
                 };
-                self.publish(&a, change, false);
+                self.publish(&a, None, change, false);
                 true
             }
             None => false,

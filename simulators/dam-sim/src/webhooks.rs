@@ -68,6 +68,9 @@ pub struct DeliveryKnobs {
     pub sns_signature_version: u8,
     /// Generic: embed the full asset in `data.asset` (otherwise a thin event).
     pub include_asset: bool,
+    /// Generic, when `include_asset` is off: probability in [0, 1] that a delivery embeds the
+    /// full asset anyway, so one subscription mixes thin and full events.
+    pub include_asset_rate: f64,
     /// Re-sends after a non-2xx answer or a transport error, up to this many times.
     pub retries: u32,
     /// Wait before the first re-send, doubled for each further one.
@@ -87,6 +90,7 @@ impl Default for DeliveryKnobs {
             cloudinary_algorithm: CloudinaryAlgorithm::Sha1,
             sns_signature_version: 1,
             include_asset: false,
+            include_asset_rate: 0.0,
             retries: 0,
             retry_backoff_ms: 100,
         }
@@ -123,6 +127,9 @@ pub struct WebhookStats {
 pub(crate) struct Notice {
     pub asset: SimAsset,
     pub change: ChangeType,
+    /// The asset before this change (`None` for a creation or an on-demand notification):
+    /// Cloudinary names an update after what it changed.
+    pub previous: Option<SimAsset>,
 }
 
 #[derive(Debug)]
@@ -190,6 +197,39 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     ))
 }
 
+/// What kind of Cloudinary notification an update is, by what it changed (a change of several
+/// kinds is named after the first in this order).
+enum CloudinaryUpdate {
+    Rename { from: String },
+    Overwrite,
+    Changed(&'static str),
+}
+
+fn cloudinary_update(previous: Option<&SimAsset>, now: &SimAsset) -> CloudinaryUpdate {
+    let Some(before) = previous else {
+        return CloudinaryUpdate::Changed("resource_metadata_changed");
+    };
+    let differs = |key: &str| before.fields.get(key) != now.fields.get(key);
+    if cloudinary::public_id(before) != cloudinary::public_id(now) {
+        return CloudinaryUpdate::Rename {
+            from: cloudinary::public_id(before),
+        };
+    }
+    if differs("file_version") || differs("file_content") || differs("url") {
+        return CloudinaryUpdate::Overwrite;
+    }
+    if differs("tags") {
+        return CloudinaryUpdate::Changed("resource_tags_changed");
+    }
+    if ["title", "description", "alt", "caption"]
+        .iter()
+        .any(|k| differs(k))
+    {
+        return CloudinaryUpdate::Changed("resource_context_changed");
+    }
+    CloudinaryUpdate::Changed("resource_metadata_changed")
+}
+
 fn render_cloudinary(shared: &Shared, knobs: &DeliveryKnobs, n: &Notice) -> Outgoing {
     let cfg = &shared.config;
     let a = &n.asset;
@@ -208,15 +248,34 @@ fn render_cloudinary(shared: &Shared, knobs: &DeliveryKnobs, n: &Notice) -> Outg
             p["timestamp"] = json!(iso_secs(now));
             ("upload", p)
         }
-        ChangeType::Updated => (
-            "resource_metadata_changed",
-            json!({
-                "notification_type": "resource_metadata_changed",
-                "timestamp": iso_secs(now),
-                "source": "api",
-                "resources": [resource_ref],
-            }),
-        ),
+        ChangeType::Updated => match cloudinary_update(n.previous.as_ref(), a) {
+            CloudinaryUpdate::Rename { from } => {
+                // A rename names the asset at top level, like an upload.
+                let mut p = resource_ref.clone();
+                p["notification_type"] = json!("rename");
+                p["timestamp"] = json!(iso_secs(now));
+                p["from_public_id"] = json!(from);
+                p["to_public_id"] = json!(cloudinary::public_id(a));
+                ("rename", p)
+            }
+            CloudinaryUpdate::Overwrite => {
+                // A new file under the same asset: Cloudinary notifies an (overwriting) upload.
+                let mut p = cloudinary::resource_json(a, &cfg.cloud_name);
+                p["notification_type"] = json!("upload");
+                p["overwritten"] = json!(true);
+                p["timestamp"] = json!(iso_secs(now));
+                ("upload", p)
+            }
+            CloudinaryUpdate::Changed(event) => (
+                event,
+                json!({
+                    "notification_type": event,
+                    "timestamp": iso_secs(now),
+                    "source": "api",
+                    "resources": [resource_ref],
+                }),
+            ),
+        },
         ChangeType::Deleted => (
             "delete",
             json!({
@@ -392,7 +451,9 @@ fn render_generic(
         "version": a.version,
         "modified_at": iso_millis(a.modified_at_ms),
     });
-    if knobs.include_asset && n.change != ChangeType::Deleted {
+    let full = knobs.include_asset
+        || (knobs.include_asset_rate > 0.0 && rng.f64() < knobs.include_asset_rate);
+    if full && n.change != ChangeType::Deleted {
         data["asset"] = a.to_generic_json();
     }
     let body = serde_json::to_vec(&json!({
@@ -605,5 +666,62 @@ async fn dispatch(
                 shared.pending.fetch_sub(1, Ordering::SeqCst);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+
+    fn asset(fields: Value) -> SimAsset {
+        SimAsset {
+            id: "a1".into(),
+            version: 2,
+            created_at_ms: 0,
+            modified_at_ms: 0,
+            deleted: false,
+            fields: fields.as_object().cloned().unwrap_or_else(Map::new),
+        }
+    }
+
+    fn name(before: Value, after: Value) -> String {
+        match cloudinary_update(Some(&asset(before)), &asset(after)) {
+            CloudinaryUpdate::Rename { from } => format!("rename from {from}"),
+            CloudinaryUpdate::Overwrite => "upload".into(),
+            CloudinaryUpdate::Changed(event) => event.into(),
+        }
+    }
+
+    #[test]
+    fn cloudinary_updates_are_named_after_what_changed() {
+        let base = json!({"title": "A", "tags": ["x"], "sku": "S", "file_version": 1});
+        let with = |k: &str, v: Value| {
+            let mut f = base.clone();
+            f[k] = v;
+            f
+        };
+        assert_eq!(
+            name(base.clone(), with("public_id", json!("p/2"))),
+            "rename from dam-sim/a1"
+        );
+        assert_eq!(name(base.clone(), with("file_version", json!(2))), "upload");
+        assert_eq!(
+            name(base.clone(), with("tags", json!(["y"]))),
+            "resource_tags_changed"
+        );
+        assert_eq!(
+            name(base.clone(), with("title", json!("B"))),
+            "resource_context_changed"
+        );
+        assert_eq!(
+            name(base.clone(), with("sku", json!("T"))),
+            "resource_metadata_changed"
+        );
+        // Several changes at once: the first in the order above names it.
+        let mut both = with("tags", json!(["y"]));
+        both["title"] = json!("B");
+        assert_eq!(name(base, both), "resource_tags_changed");
     }
 }

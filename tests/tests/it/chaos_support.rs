@@ -181,10 +181,15 @@ impl WorkQueue for SqsWork {
 /// The embedded store (one SQLite file) with the queue settings `dam-sync serve` uses, the
 /// visibility timeout aside.
 pub async fn embedded(dir: &std::path::Path) -> Backend {
+    embedded_with(dir, VISIBILITY).await
+}
+
+/// [`embedded`] with another visibility timeout.
+pub async fn embedded_with(dir: &std::path::Path, visibility: Duration) -> Backend {
     let store = embedded_store::SqliteStore::open(dir.join("chaos.sqlite"))
         .expect("open the SQLite store")
         .with_queue_settings(embedded_store::QueueSettings {
-            visibility_timeout: VISIBILITY,
+            visibility_timeout: visibility,
             // Only the consumer's own dead-lettering may park a message in this run.
             max_receives: 50,
         });

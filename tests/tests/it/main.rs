@@ -5,6 +5,7 @@
 mod akeneo_client;
 mod backfill_pipeline;
 mod chaos;
+mod chaos_dams;
 mod chaos_support;
 mod consumer_pipeline;
 mod infra_moto;

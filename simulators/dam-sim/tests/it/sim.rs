@@ -626,7 +626,8 @@ async fn webhooks_are_signed_per_vendor_scheme() {
             v["notification_type"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(types, ["upload", "resource_metadata_changed", "delete"]);
+    // A title is contextual metadata: its change is a context change.
+    assert_eq!(types, ["upload", "resource_context_changed", "delete"]);
     let del: Value = serde_json::from_slice(&cld[2].body).unwrap();
     assert_eq!(del["resources"][0]["asset_id"], "w1");
 
