@@ -209,10 +209,11 @@ async fn relay(
     }
     let mut request = s.http.post(format!("{}{}", s.target, uri.path()));
     for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            if let Ok(v) = value.to_str() {
-                request = request.header(name.as_str(), v);
-            }
+        if name != "host"
+            && name != "content-length"
+            && let Ok(v) = value.to_str()
+        {
+            request = request.header(name.as_str(), v);
         }
     }
     match request.body(body).send().await {
