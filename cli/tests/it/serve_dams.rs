@@ -417,7 +417,8 @@ async fn serve_as_test_bed(d: Dam) {
     assert!(dam.delete(&d.id(3)));
     assert!(dam.flush_webhooks(Duration::from_secs(30)).await);
 
-    // Deleted with the webhook lost: only the poll or the sweep can find out.
+    // Deleted with the webhook lost: neither DAM's listing shows deletions, so only the
+    // sweep can find out.
     relay.state.losing.store(true, Ordering::SeqCst);
     assert!(dam.delete(&d.id(4)));
     assert!(dam.flush_webhooks(Duration::from_secs(30)).await);
@@ -458,12 +459,26 @@ async fn serve_as_test_bed(d: Dam) {
             "renamed: {preview}"
         );
     }
-    // Every delivery was verified and queued: none refused.
+    // Every delivery reached `serve` and was verified and queued: none refused.
     let answers = relay.answers();
+    let stats = dam.webhook_stats();
     assert!(
-        answers.keys().all(|s| (200..300).contains(s)),
-        "serve's answers: {answers:?}"
+        answers.keys().all(|s| (200..300).contains(s))
+            && answers.values().sum::<u64>() + relay.state.lost.load(Ordering::SeqCst)
+                == stats.delivered
+            && stats.failed == 0,
+        "serve's answers: {answers:?}, dam-sim's deliveries: {stats:?}"
     );
+    if d == Dam::Cloudinary {
+        // The rename went out as Cloudinary's own `rename` notification.
+        assert!(
+            dam.webhook_log()
+                .iter()
+                .any(|r| r.event == "rename" && r.asset_id == d.id(1) && r.status == Some(202)),
+            "{:?}",
+            dam.webhook_log()
+        );
+    }
     println!(
         "{}: serve answered {answers:?}; same-second pair after the first was applied: \
          {applied_between}",
