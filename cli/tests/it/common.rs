@@ -20,8 +20,29 @@ pub const MAPPING: &str = dam_sim::PACKSHOT_MAPPING;
 /// Writes a config for `serve`/`check`/`backfill` into `dir`; `extra` is appended verbatim
 /// (e.g. `[poller]` or `[consumer]` sections).
 pub fn write_config(dir: &Path, pim: &SimHandle, dam: &DamSimHandle, extra: &str) -> PathBuf {
-    let (client_id, secret, username, password) = pim.credentials();
-    std::fs::write(dir.join("mapping.toml"), MAPPING).unwrap();
+    let dam_table = format!(
+        r#"kind = "generic"
+api_url = "{dam_url}"
+api_token = "{token}"
+webhook_secrets = ["{webhook_secret}"]"#,
+        dam_url = dam.generic_base_url(),
+        token = dam.config().generic_token,
+        webhook_secret = dam.config().generic_webhook_secret,
+    );
+    write_config_for(dir, pim, &dam_table, MAPPING, extra)
+}
+
+/// Writes a config like [`write_config`] with the body of its `[dam]` table and its mapping
+/// file given; the PIM password is read from `TEST_PIM_PASSWORD` ([`Serve::start`]).
+pub fn write_config_for(
+    dir: &Path,
+    pim: &SimHandle,
+    dam_table: &str,
+    mapping: &str,
+    extra: &str,
+) -> PathBuf {
+    let (client_id, secret, username, _) = pim.credentials();
+    std::fs::write(dir.join("mapping.toml"), mapping).unwrap();
     let text = format!(
         r#"
 [server]
@@ -39,21 +60,14 @@ password = {{ env = "TEST_PIM_PASSWORD" }}
 max_attempts = 1
 
 [dam]
-kind = "generic"
-api_url = "{dam_url}"
-api_token = "{token}"
-webhook_secrets = ["{webhook_secret}"]
+{dam_table}
 
 [mapping]
 path = "mapping.toml"
 {extra}
 "#,
         pim_url = pim.base_url(),
-        dam_url = dam.generic_base_url(),
-        token = dam.config().generic_token,
-        webhook_secret = dam.config().generic_webhook_secret,
     );
-    let _ = password;
     let path = dir.join("serve.toml");
     std::fs::write(&path, text).unwrap();
     path

@@ -5,4 +5,5 @@ mod demo;
 mod operator_commands;
 mod pim_commands;
 mod serve;
+mod serve_dams;
 mod serve_kill;
