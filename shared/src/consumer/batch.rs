@@ -112,6 +112,9 @@ pub(super) struct Pending {
     /// The (family, code) the asset had in the PIM when it differs from the new one: retired
     /// with the old family's delete policy once the new asset is written.
     pub(super) replaces: Option<(String, String)>,
+    /// Nothing of the asset is in the PIM yet as far as the state says (no state, a tombstone,
+    /// or it left the mapping): its family and code are recorded before the PIM write.
+    pub(super) unrecorded: bool,
 }
 
 impl Pending {
@@ -129,6 +132,7 @@ impl Pending {
             })
             .map(|s| (s.family.clone(), s.pim_code.clone()));
         Self {
+            unrecorded: state.is_none_or(|s| s.deleted || s.is_detached()),
             idx,
             asset,
             mapped,

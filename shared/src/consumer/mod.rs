@@ -232,6 +232,7 @@ impl Consumer {
             .await;
         let upserts = self.upload_media(&mut batch, plan.upserts).await;
         let upserts = self.create_missing_options(&mut batch, upserts).await;
+        let upserts = self.record_intents(&mut batch, upserts).await;
         self.upsert_all(&mut batch, upserts).await;
         self.resolve_missing_media(&mut batch, &states).await;
         for (idx, state) in plan.gone {

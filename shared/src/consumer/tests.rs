@@ -1550,3 +1550,92 @@ async fn the_lease_outlives_a_write_whose_outcome_is_unknown() {
             .unwrap()
     );
 }
+
+/// A state store whose final records fail (content hash set): a process killed between the
+/// PIM write and the recorded version.
+struct LosesFinalRecords(Arc<MemoryStore>);
+
+#[async_trait]
+impl AssetStateStore for LosesFinalRecords {
+    async fn get_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, AssetState>, crate::store::StateError> {
+        self.0.get_many(dam, ids).await
+    }
+
+    async fn record_applied(
+        &self,
+        state: &AssetState,
+    ) -> Result<crate::store::Applied, crate::store::StateError> {
+        if state.content_hash.is_empty() || state.deleted {
+            self.0.record_applied(state).await
+        } else {
+            Err(crate::store::StateError::Transient("killed".into(), None))
+        }
+    }
+
+    async fn delete(&self, dam: DamKind, id: &str) -> Result<(), crate::store::StateError> {
+        self.0.delete(dam, id).await
+    }
+
+    async fn find_by_codes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, (DamKind, String)>, crate::store::StateError> {
+        self.0.find_by_codes(family, codes).await
+    }
+
+    async fn record_parked(
+        &self,
+        dam: DamKind,
+        id: &str,
+        version: Version,
+    ) -> Result<(), crate::store::StateError> {
+        self.0.record_parked(dam, id, version).await
+    }
+
+    async fn parked_many(
+        &self,
+        dam: DamKind,
+        ids: &[String],
+    ) -> Result<HashMap<String, Version>, crate::store::StateError> {
+        self.0.parked_many(dam, ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_pim_write_whose_record_was_lost_is_still_retired_by_the_deletion() {
+    let h = harness();
+    let consumer = Consumer::new(
+        Arc::new(LosesFinalRecords(h.store.clone())),
+        Arc::new(Mapping::from_toml_str(MAPPING, "test").unwrap()),
+        h.pim.clone(),
+        h.dlq.clone(),
+    )
+    .with_source(h.dam.clone());
+    h.put(dam_asset("a", 1, "AB-1"));
+    let out = consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    // Written to the PIM, then "killed" before its version was recorded.
+    assert_eq!(h.upsert_calls(), 1);
+    assert_eq!(out.retry_ids(), ["m0"], "{out:?}");
+    // The DAM deletes it before the redelivery: the PIM asset must still go.
+    h.dam.assets.lock().unwrap().clear();
+    let out = h
+        .consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
+    assert_eq!(*h.pim.deletes.lock().unwrap(), ["packshot/a"]);
+    // And the sweep can find it by its code meanwhile.
+    let found = h
+        .store
+        .find_by_codes("packshot", &["a".to_string()])
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "retired: no longer indexed");
+}

@@ -58,6 +58,43 @@ impl Consumer {
         kept
     }
 
+    /// Records where assets the state does not place in the PIM yet are about to be written,
+    /// before the write: a crash between the PIM write and the recorded version would
+    /// otherwise leave a PIM asset no state points to, which a later DAM deletion (a state-less
+    /// tombstone) and the sweep (which only touches what a state names) would never retire.
+    /// The intent is a live state at the asset's version with no content hash, so the real
+    /// record after the write replaces it, and a redelivery writes the asset again.
+    pub(super) async fn record_intents(
+        &self,
+        batch: &mut Batch,
+        upserts: Vec<Pending>,
+    ) -> Vec<Pending> {
+        let results: Vec<(Pending, Result<(), String>)> = futures::stream::iter(upserts)
+            .map(|p| async move {
+                if !p.unrecorded {
+                    return (p, Ok(()));
+                }
+                let intent = AssetState {
+                    content_hash: String::new(),
+                    source_hash: String::new(),
+                    ..applied_state(&p)
+                };
+                let result = self.store.record_applied(&intent).await;
+                (p, result.map(|_| ()).map_err(|e| e.to_string()))
+            })
+            .buffer_unordered(self.settings.writes_in_flight.max(1))
+            .collect()
+            .await;
+        let mut kept = Vec::with_capacity(results.len());
+        for (p, result) in results {
+            match result {
+                Ok(()) => kept.push(p),
+                Err(why) => batch.settle(p.idx, Fate::Retry(why)),
+            }
+        }
+        kept
+    }
+
     /// Bulk upserts, one family at a time.
     pub(super) async fn upsert_all(&self, batch: &mut Batch, upserts: Vec<Pending>) {
         let mut by_family: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
@@ -146,6 +183,7 @@ impl Consumer {
                     mapped,
                     media: p.media,
                     replaces: p.replaces,
+                    unrecorded: p.unrecorded,
                 }),
                 MapOutcome::Mapped(_) => {
                     batch.settle(p.idx, Fate::Retry("asset changed family on remap".into()));
