@@ -407,6 +407,8 @@ async fn chaos(backend: Backend, d: Dam) {
     let batches = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let crashed = Arc::new(AtomicU64::new(0));
+    // The latest retried messages (asset and reason): why a run that does not converge is stuck.
+    let last_retries = Arc::new(Mutex::new(Vec::<String>::new()));
 
     // --- Two consumer workers; every 7th batch "crashes" after the PIM write.
     let mut workers = Vec::new();
@@ -418,6 +420,7 @@ async fn chaos(backend: Backend, d: Dam) {
         let batches = batches.clone();
         let received = received.clone();
         let crashed = crashed.clone();
+        let last_retries = last_retries.clone();
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let messages = work.receive(100).await;
@@ -427,7 +430,22 @@ async fn chaos(backend: Backend, d: Dam) {
                 }
                 received.fetch_add(messages.len() as u64, Ordering::Relaxed);
                 let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+                let assets: HashMap<String, String> = messages
+                    .iter()
+                    .filter_map(|m| {
+                        let e = serde_json::from_str::<ChangeEvent>(&m.body).ok()?;
+                        Some((m.id.clone(), format!("{} {:?}", e.asset_id, e.kind)))
+                    })
+                    .collect();
                 let out = consumer.process(messages, Instant::now() + deadline).await;
+                if !out.retry.is_empty() {
+                    *last_retries.lock().unwrap() = out
+                        .retry
+                        .iter()
+                        .take(5)
+                        .map(|(id, why)| format!("{}: {why}", assets.get(id).unwrap_or(id)))
+                        .collect();
+                }
                 let b = batches.fetch_add(1, Ordering::Relaxed);
                 if b % 7 == 3 {
                     // Crash between the PIM write and the acknowledgement: nothing is
@@ -617,6 +635,7 @@ async fn chaos(backend: Backend, d: Dam) {
         let converged_poll = converged_poll.clone();
         let swept_from_ms = swept_from_ms.clone();
         let label = label.clone();
+        let last_retries = last_retries.clone();
         async move {
             let mut quiet = 0;
             loop {
@@ -635,7 +654,8 @@ async fn chaos(backend: Backend, d: Dam) {
                 assert!(
                     converge_start.elapsed() < CONVERGE_WITHIN,
                     "[{label}] no convergence ({what}) within {CONVERGE_WITHIN:?}: poll done \
-                     {polled}, sweep done {swept}, queue drained {drained}",
+                     {polled}, sweep done {swept}, queue drained {drained}; latest retries {:?}",
+                    last_retries.lock().unwrap(),
                 );
                 tokio::time::sleep(SETTLE_CHECK).await;
             }
