@@ -16,9 +16,14 @@ use crate::timefmt::{iso_millis, now_ms};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimAsset {
     pub id: String,
-    /// Bumped by every change, starting at 1.
+    /// Bumped by every change, starting at 1 (the generic contract's `version`).
     pub version: i64,
     pub created_at_ms: i64,
+    /// When the asset's file was last uploaded: its creation (or re-creation), or a change of
+    /// one of [`FILE_KEYS`]. Cloudinary's `version` is this second: metadata, tags, context
+    /// and renames leave it alone.
+    #[serde(default)]
+    pub uploaded_at_ms: i64,
     /// Strictly increasing across the catalogue: no two changes share a millisecond.
     pub modified_at_ms: i64,
     pub deleted: bool,
@@ -40,6 +45,15 @@ impl SimAsset {
     pub(crate) fn str_field(&self, key: &str) -> Option<&str> {
         self.fields.get(key).and_then(Value::as_str)
     }
+}
+
+/// The fields that stand for the asset's file: changing one is a new upload (Cloudinary's
+/// `upload` notification with `overwritten`, a new `version`).
+pub const FILE_KEYS: &[&str] = &["file_version", "file_content", "url"];
+
+/// Whether going from `before` to `after` replaces the file.
+pub fn file_changed(before: &Map<String, Value>, after: &Map<String, Value>) -> bool {
+    FILE_KEYS.iter().any(|k| before.get(*k) != after.get(*k))
 }
 
 /// What a catalogue change was, for webhooks.
@@ -87,8 +101,12 @@ impl Catalogue {
             Some(a) => {
                 change = if a.deleted {
                     a.created_at_ms = now;
+                    a.uploaded_at_ms = now;
                     ChangeType::Created
                 } else {
+                    if file_changed(&a.fields, &fields) {
+                        a.uploaded_at_ms = now;
+                    }
                     ChangeType::Updated
                 };
                 a.version += 1;
@@ -103,6 +121,7 @@ impl Catalogue {
                     id: id.to_owned(),
                     version: 1,
                     created_at_ms: now,
+                    uploaded_at_ms: now,
                     modified_at_ms: now,
                     deleted: false,
                     fields,
@@ -122,12 +141,16 @@ impl Catalogue {
         }
         let now = self.tick();
         let a = self.assets.get_mut(id)?;
+        let before = a.fields.clone();
         for (k, v) in patch {
             if v.is_null() {
                 a.fields.remove(&k);
             } else {
                 a.fields.insert(k, v);
             }
+        }
+        if file_changed(&before, &a.fields) {
+            a.uploaded_at_ms = now;
         }
         a.version += 1;
         a.modified_at_ms = now;
@@ -288,6 +311,40 @@ mod tests {
             ch,
             ChangeType::Created,
             "a tombstone comes back as a creation"
+        );
+    }
+
+    #[test]
+    fn upload_time_moves_only_with_the_file() {
+        let mut c = Catalogue::new(1_000);
+        let fields = |title: &str, file: u64| {
+            json!({"title": title, "file_version": file})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let (a, _) = c.upsert("a", fields("A", 1));
+        assert_eq!(a.uploaded_at_ms, a.created_at_ms);
+        let (b, _) = c.upsert("a", fields("B", 1));
+        let p = c.patch("a", fields("C", 1)).unwrap();
+        assert_eq!(
+            (b.uploaded_at_ms, p.uploaded_at_ms),
+            (a.uploaded_at_ms, a.uploaded_at_ms)
+        );
+        assert!(p.modified_at_ms > b.modified_at_ms && p.version == 3);
+        for (i, key) in FILE_KEYS.iter().enumerate() {
+            let mut patch = Map::new();
+            patch.insert((*key).to_owned(), json!(format!("new {i}")));
+            let n = c.patch("a", patch).unwrap();
+            assert_eq!(n.uploaded_at_ms, n.modified_at_ms, "{key} is a new file");
+        }
+        let before = c.get("a").unwrap().uploaded_at_ms;
+        let d = c.delete("a").unwrap();
+        assert_eq!(d.uploaded_at_ms, before, "a delete uploads nothing");
+        let (back, _) = c.upsert("a", fields("A", 1));
+        assert_eq!(
+            back.uploaded_at_ms, back.modified_at_ms,
+            "a re-creation is an upload"
         );
     }
 

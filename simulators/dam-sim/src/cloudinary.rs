@@ -11,6 +11,13 @@
 //! as `>`, to check that clients list every item whichever the DAM does.
 //! "Modified since" is `last_updated.updated_at>="..."`: every catalogue change bumps it.
 //!
+//! Versions, as Cloudinary keeps them: `version` is the unix second of the file's last upload
+//! (the creation, or a new file: see [`crate::catalogue::FILE_KEYS`]) and changes with nothing
+//! else; metadata, tags, context and renames only move `last_updated.updated_at`, printed in
+//! whole seconds. Two edits within one second therefore read back with the same
+//! `(updated_at, version)`, and a notification's `version` names the upload it follows, not the
+//! edit it reports.
+//!
 //! Like the Admin API, `tags`, `context` and `metadata` are only returned when asked for:
 //! `with_field` in a search body, `tags=true`/`context=true`/`metadata=true` on
 //! `by_asset_ids`.
@@ -50,6 +57,11 @@ const RESERVED: &[&str] = &[
 /// non-reserved field goes to structured `metadata`.
 const CONTEXT_KEYS: &[&str] = &["title", "description", "alt", "caption"];
 
+/// Cloudinary's `version` of `a`: the second its file was last uploaded.
+pub fn version(a: &SimAsset) -> i64 {
+    a.uploaded_at_ms.div_euclid(1000)
+}
+
 pub fn public_id(a: &SimAsset) -> String {
     a.str_field("public_id")
         .map_or_else(|| format!("dam-sim/{}", a.id), str::to_owned)
@@ -84,7 +96,7 @@ pub fn resource_json_with(a: &SimAsset, cloud: &str, include: Include) -> Value 
         || {
             format!(
                 "https://res.cloudinary.com/{cloud}/image/upload/v{}/{public_id}.{format}",
-                a.version
+                version(a)
             )
         },
         str::to_owned,
@@ -111,11 +123,11 @@ pub fn resource_json_with(a: &SimAsset, cloud: &str, include: Include) -> Value 
         "folder": public_id.rsplit_once('/').map_or("", |(f, _)| f),
         "filename": public_id.rsplit('/').next().unwrap_or(&public_id),
         "format": format,
-        "version": a.version,
+        "version": version(a),
         "resource_type": "image",
         "type": "upload",
         "created_at": iso_secs(a.created_at_ms),
-        "uploaded_at": iso_secs(a.created_at_ms),
+        "uploaded_at": iso_secs(a.uploaded_at_ms),
         "bytes": a.fields.get("bytes").cloned().unwrap_or(json!(0)),
         "width": a.fields.get("width").cloned().unwrap_or(Value::Null),
         "height": a.fields.get("height").cloned().unwrap_or(Value::Null),
@@ -412,7 +424,8 @@ fn matches(a: &SimAsset, term: &Term, filter: DateFilter) -> bool {
         Term::Type(t) => t == "upload",
         Term::Date(field, op, ms) => {
             let at = match field {
-                DateField::Created | DateField::Uploaded => a.created_at_ms,
+                DateField::Created => a.created_at_ms,
+                DateField::Uploaded => a.uploaded_at_ms,
                 DateField::Updated => a.modified_at_ms,
             };
             let (l, r) = (at.div_euclid(1000), ms.div_euclid(1000));
@@ -438,6 +451,7 @@ enum Key {
 #[derive(Debug, Clone, Copy)]
 enum SortField {
     Created,
+    Uploaded,
     Updated,
     PublicId,
     AssetId,
@@ -457,7 +471,8 @@ fn parse_sort(sort_by: &[Map<String, Value>]) -> Result<Vec<(SortField, bool)>, 
                 _ => return Err(format!("invalid sort direction for {field}")),
             };
             let f = match field.as_str() {
-                "created_at" | "uploaded_at" => SortField::Created,
+                "created_at" => SortField::Created,
+                "uploaded_at" => SortField::Uploaded,
                 "last_updated.updated_at" | "updated_at" => SortField::Updated,
                 "public_id" => SortField::PublicId,
                 "asset_id" => SortField::AssetId,
@@ -474,6 +489,7 @@ fn keys(a: &SimAsset, sorts: &[(SortField, bool)]) -> Vec<Key> {
         .iter()
         .map(|(f, _)| match f {
             SortField::Created => Key::I(a.created_at_ms),
+            SortField::Uploaded => Key::I(a.uploaded_at_ms),
             SortField::Updated => Key::I(a.modified_at_ms),
             SortField::PublicId => Key::S(public_id(a)),
             SortField::AssetId => Key::S(a.id.clone()),

@@ -239,7 +239,7 @@ fn render_cloudinary(shared: &Shared, knobs: &DeliveryKnobs, n: &Notice) -> Outg
         "public_id": cloudinary::public_id(a),
         "resource_type": "image",
         "type": "upload",
-        "version": a.version,
+        "version": cloudinary::version(a),
     });
     let (event, payload) = match n.change {
         ChangeType::Created => {
@@ -680,6 +680,7 @@ mod tests {
             id: "a1".into(),
             version: 2,
             created_at_ms: 0,
+            uploaded_at_ms: 0,
             modified_at_ms: 0,
             deleted: false,
             fields: fields.as_object().cloned().unwrap_or_else(Map::new),

@@ -57,16 +57,30 @@ use shared::poller::{Poller, PollerSettings, StopReason, SweepPorts, SweepSettin
 use shared::queue::{ChangeQueue, QueueError};
 use tokio::time::Instant;
 
-/// The consumer's batch deadline and the queue's visibility timeout: a batch that is not
-/// acknowledged within the timeout is redelivered (Lambda's contract with SQS).
-pub const VISIBILITY: Duration = Duration::from_secs(10);
-const BATCH_DEADLINE: Duration = Duration::from_secs(8);
+/// The queue's visibility timeout and the consumer's batch deadline: a batch that is not
+/// acknowledged within the timeout is redelivered (Lambda's contract with SQS: the deadline
+/// ends before the message shows again). Every crashed or retried message waits this long, so
+/// it sets the pace of convergence. On the embedded store the deadline leaves the consumer 2 s
+/// of calls after its 2 s safety margin (as long as the PIM's request timeout, so no call
+/// outlives the deadline). On moto a receive of 100 messages takes ten calls, each slower as
+/// the queue grows (see [`pace`]): a shorter timeout there would expose the first messages of
+/// a batch again before the batch is even processed, so SQS keeps 10 s.
+pub const SQS_VISIBILITY: Duration = Duration::from_secs(10);
+pub const EMBEDDED_VISIBILITY: Duration = Duration::from_secs(5);
+
+fn batch_deadline(backend: &str) -> Duration {
+    match backend {
+        "aws" => Duration::from_secs(8),
+        _ => Duration::from_secs(4),
+    }
+}
 /// How long the whole run may take to converge after the last DAM change.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(300);
-/// The schedule of the pollers and the sweep in the chaos runs.
-const POLL_EVERY: Duration = Duration::from_secs(2);
-/// The sweep runs once per this many poll ticks while the DAM changes.
-const SWEEP_EVERY_POLLS: u64 = 5;
+/// The sweep runs about this often while the DAM changes (every poll tick once polling is
+/// done).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often the convergence wait looks at the queue (it needs two quiet looks in a row).
+const SETTLE_CHECK: Duration = Duration::from_millis(250);
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -89,6 +103,16 @@ fn changes() -> usize {
 /// DynamoDB calls per change), moto kept the queue under ~20 messages at 10 changes a second
 /// and fell behind at 20 (debug build, 2 cores). Every fault of the run still hits at that
 /// pace; the embedded store takes the changes unpaced.
+/// The schedule of the pollers (and of the sweep, once polling is done). Each run lists its
+/// lookback window again, so on moto, whose receive cost grows with the square of the queue's
+/// length (see [`pace`]), the interval stays at 2 s; the embedded store polls every second.
+fn poll_every(backend: &str) -> Duration {
+    match backend {
+        "aws" => Duration::from_secs(2),
+        _ => Duration::from_secs(1),
+    }
+}
+
 fn pace(backend: &str) -> Option<u64> {
     match backend {
         "aws" => Some(env_number("CHAOS_AWS_CHANGES_PER_SEC").unwrap_or(10)).filter(|r| *r > 0),
@@ -383,9 +407,12 @@ async fn chaos(backend: Backend, d: Dam) {
     let batches = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let crashed = Arc::new(AtomicU64::new(0));
+    // The latest retried messages (asset and reason): why a run that does not converge is stuck.
+    let last_retries = Arc::new(Mutex::new(Vec::<String>::new()));
 
     // --- Two consumer workers; every 7th batch "crashes" after the PIM write.
     let mut workers = Vec::new();
+    let deadline = batch_deadline(run.backend.name);
     for _ in 0..2 {
         let consumer = consumer.clone();
         let work = run.backend.work.clone();
@@ -393,6 +420,7 @@ async fn chaos(backend: Backend, d: Dam) {
         let batches = batches.clone();
         let received = received.clone();
         let crashed = crashed.clone();
+        let last_retries = last_retries.clone();
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let messages = work.receive(100).await;
@@ -402,9 +430,22 @@ async fn chaos(backend: Backend, d: Dam) {
                 }
                 received.fetch_add(messages.len() as u64, Ordering::Relaxed);
                 let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
-                let out = consumer
-                    .process(messages, Instant::now() + BATCH_DEADLINE)
-                    .await;
+                let assets: HashMap<String, String> = messages
+                    .iter()
+                    .filter_map(|m| {
+                        let e = serde_json::from_str::<ChangeEvent>(&m.body).ok()?;
+                        Some((m.id.clone(), format!("{} {:?}", e.asset_id, e.kind)))
+                    })
+                    .collect();
+                let out = consumer.process(messages, Instant::now() + deadline).await;
+                if !out.retry.is_empty() {
+                    *last_retries.lock().unwrap() = out
+                        .retry
+                        .iter()
+                        .take(5)
+                        .map(|(id, why)| format!("{}: {why}", assets.get(id).unwrap_or(id)))
+                        .collect();
+                }
                 let b = batches.fetch_add(1, Ordering::Relaxed);
                 if b % 7 == 3 {
                     // Crash between the PIM write and the acknowledgement: nothing is
@@ -473,10 +514,12 @@ async fn chaos(backend: Backend, d: Dam) {
         })
     };
 
-    // --- Two pollers racing on one cursor every 2 s, the deletion sweep every 10 s; the cursor
-    // only moves forward. Each run lists its lookback window again, so a short interval with a long
-    // lookback multiplies the queue traffic (and moto's receive cost grows with the square of
-    // the queue's length).
+    // --- Two pollers racing on one cursor (see [`poll_every`]), the deletion sweep every 10 s;
+    // the cursor only moves forward. Each run lists its lookback window again, so a short
+    // interval with a long lookback multiplies the queue traffic (and moto's receive cost grows
+    // with the square of the queue's length).
+    let poll_every = poll_every(run.backend.name);
+    let sweep_every_polls = (SWEEP_EVERY.as_millis() / poll_every.as_millis()).max(1) as u64;
     let poll_settings = PollerSettings {
         lookback: Duration::from_secs(2),
         safety_lag: Duration::from_secs(1),
@@ -541,10 +584,10 @@ async fn chaos(backend: Backend, d: Dam) {
                 tick += 1;
                 // The sweep reads every managed asset's state: on moto's one core, a sweep every
                 // poll would starve the consumer. Once polling is done it runs every tick.
-                if !tick.is_multiple_of(SWEEP_EVERY_POLLS)
+                if !tick.is_multiple_of(sweep_every_polls)
                     && !converged_poll.load(Ordering::Relaxed)
                 {
-                    tokio::time::sleep(POLL_EVERY).await;
+                    tokio::time::sleep(poll_every).await;
                     continue;
                 }
                 let sweep_started = now_ms();
@@ -559,7 +602,7 @@ async fn chaos(backend: Backend, d: Dam) {
                         tracing::warn!(error = %e, "chaos: sweep failed; next schedule retries");
                     }
                 }
-                tokio::time::sleep(POLL_EVERY).await;
+                tokio::time::sleep(poll_every).await;
             }
         })
     };
@@ -592,6 +635,7 @@ async fn chaos(backend: Backend, d: Dam) {
         let converged_poll = converged_poll.clone();
         let swept_from_ms = swept_from_ms.clone();
         let label = label.clone();
+        let last_retries = last_retries.clone();
         async move {
             let mut quiet = 0;
             loop {
@@ -610,13 +654,15 @@ async fn chaos(backend: Backend, d: Dam) {
                 assert!(
                     converge_start.elapsed() < CONVERGE_WITHIN,
                     "[{label}] no convergence ({what}) within {CONVERGE_WITHIN:?}: poll done \
-                     {polled}, sweep done {swept}, queue drained {drained}",
+                     {polled}, sweep done {swept}, queue drained {drained}; latest retries {:?}",
+                    last_retries.lock().unwrap(),
                 );
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(SETTLE_CHECK).await;
             }
         }
     };
     wait_drained("poll", None).await;
+    let polled_after = converge_start.elapsed();
     // The pipeline is idle: same-second pairs whose first edit is applied before the second,
     // then polling again until a complete poll has seen them.
     same_second_after_applied(&run, &mut models, &mut rev, &mut made).await;
@@ -629,7 +675,9 @@ async fn chaos(backend: Backend, d: Dam) {
     assert!(run.dam.flush_webhooks(Duration::from_secs(60)).await);
     last_change_ms.store(now_ms() as u64, Ordering::Relaxed);
     converged_poll.store(false, Ordering::Relaxed);
+    let paired_after = converge_start.elapsed();
     wait_drained("poll after the same-second pairs", None).await;
+    let repolled_after = converge_start.elapsed();
     wait_drained("sweep", Some(now_ms())).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -644,12 +692,16 @@ async fn chaos(backend: Backend, d: Dam) {
     let webhooks = run.dam.webhook_stats();
     println!(
         "[{label}] {n_changes} changes to {n_assets} assets{}: {made:?}; changes+webhooks {:.1} s, \
-         converged {:.1} s later; webhooks {webhooks:?}; batches {} of {} messages ({} crashed), \
+         converged {:.1} s later (polled and drained {:.1} s, same-second pairs done {:.1} s, \
+         polled again {:.1} s); webhooks {webhooks:?}; batches {} of {} messages ({} crashed), \
          PIM calls {} (429: {}, 5xx: {}, token renewals: {}), max in flight per token {}, DAM \
          calls {dam_calls}, failed sweeps {}",
         per_sec.map(|r| format!(" at {r}/s")).unwrap_or_default(),
         changes_done.as_secs_f64(),
         converge_start.elapsed().as_secs_f64(),
+        polled_after.as_secs_f64(),
+        paired_after.as_secs_f64(),
+        repolled_after.as_secs_f64(),
         batches.load(Ordering::Relaxed),
         received.load(Ordering::Relaxed),
         crashed.load(Ordering::Relaxed),
@@ -882,8 +934,9 @@ async fn make_changes(
 
 /// Edits assets twice within one DAM second, the second edit after the PIM applied the first:
 /// the pair reliability.md #2 loses (Bynder and Cloudinary print seconds). Run while the
-/// pipeline is idle, so the first edit lands within the second; an attempt whose first edit
-/// does not land in time, or whose second edit falls in the next second, is tried again.
+/// pipeline is idle, so the first edits land within the second; the targets go together (one
+/// second per attempt, not one per target), and a target whose first edit does not land in
+/// time, or whose second edit falls in the next second, is tried again.
 async fn same_second_after_applied(
     run: &Run,
     models: &mut [Model],
@@ -891,46 +944,63 @@ async fn same_second_after_applied(
     made: &mut Made,
 ) {
     let (dam, d) = (&run.dam, run.d);
-    let targets: Vec<usize> = (0..models.len())
+    let mut pending: Vec<usize> = (0..models.len())
         .filter(|&n| kind(n) == Kind::Valid && models[n].live)
         .step_by(37)
         .take(4)
         .collect();
-    for n in targets {
-        for _ in 0..8 {
-            // Start right after a second boundary, to leave the first edit most of a second.
-            let into = now_ms().rem_euclid(1000) as u64;
-            tokio::time::sleep(Duration::from_millis(1_000 - into + 5)).await;
+    let second_of = |a: &Value| {
+        dam_sim::parse_ms(a["modified_at"].as_str().unwrap_or_default())
+            .map(|ms| ms.div_euclid(1000))
+    };
+    for _ in 0..8 {
+        if pending.is_empty() {
+            break;
+        }
+        // Start right after a second boundary, to leave the first edits most of a second.
+        let into = now_ms().rem_euclid(1000) as u64;
+        tokio::time::sleep(Duration::from_millis(1_000 - into + 5)).await;
+        let second_ends = now_ms().div_euclid(1000) * 1000 + 900;
+        let mut firsts = Vec::with_capacity(pending.len());
+        for &n in &pending {
             let m = &mut models[n];
             *rev += 1;
             m.rev = *rev;
             let first = dam.upsert(&d.asset_id(n), fields(dam, d, n, m));
-            let first_second = dam_sim::parse_ms(first["modified_at"].as_str().unwrap_or_default())
-                .map(|ms| ms.div_euclid(1000));
-            let code = pim_code(&d.asset_id(n));
-            let applied = loop {
+            firsts.push((n, *rev, second_of(&first)));
+        }
+        let mut applied = BTreeSet::new();
+        loop {
+            for &(n, first_rev, _) in &firsts {
+                let code = pim_code(&d.asset_id(n));
                 let done = run
                     .pim
                     .asset("packshot", &code)
                     .and_then(|a| revision(&a))
-                    .is_some_and(|r| r >= *rev);
-                if done || now_ms().rem_euclid(1000) > 900 {
-                    break done;
+                    .is_some_and(|r| r >= first_rev);
+                if done {
+                    applied.insert(n);
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
+            }
+            if applied.len() == firsts.len() || now_ms() > second_ends {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut again = Vec::new();
+        for (n, first_rev, first_second) in firsts {
+            let m = &mut models[n];
             *rev += 1;
             m.rev = *rev;
             let second = dam.upsert(&d.asset_id(n), fields(dam, d, n, m));
-            let second_second =
-                dam_sim::parse_ms(second["modified_at"].as_str().unwrap_or_default())
-                    .map(|ms| ms.div_euclid(1000));
-            made.history[n].push(format!("edit r{}, applied, edit r{}", *rev - 1, *rev));
-            if applied && first_second == second_second {
+            made.history[n].push(format!("edit r{first_rev}, applied, edit r{}", *rev));
+            if applied.contains(&n) && first_second == second_of(&second) {
                 made.same_second_after_applied += 1;
-                break;
+            } else {
+                again.push(n);
             }
         }
+        pending = again;
     }
 }
 
@@ -1227,7 +1297,7 @@ async fn drain(run: &Run, consumer: &Consumer) {
         }
         let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
         let out = consumer
-            .process(messages, Instant::now() + BATCH_DEADLINE)
+            .process(messages, Instant::now() + batch_deadline(run.backend.name))
             .await;
         let retry: BTreeSet<&String> = out.retry.iter().map(|(id, _)| id).collect();
         let done: Vec<String> = ids

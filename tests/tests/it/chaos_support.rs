@@ -15,7 +15,10 @@ use shared::queue::{ChangeQueue, DeadLetters};
 use shared::store::dynamodb::DynamoStructureStore;
 use shared::store::{AssetStateStore, CursorStore, LeaseStore};
 
-use crate::chaos::VISIBILITY;
+use crate::chaos::{EMBEDDED_VISIBILITY, SQS_VISIBILITY};
+
+/// How long one SQS receive gathers messages (Lambda's `MaximumBatchingWindowInSeconds`).
+const BATCHING_WINDOW: Duration = Duration::from_secs(1);
 
 /// The consumer side of a queue, as the Lambda event source (or the local loop) drives it.
 #[async_trait]
@@ -56,7 +59,7 @@ pub async fn aws() -> Backend {
         "chaos-queue",
         &[(
             QueueAttributeName::VisibilityTimeout,
-            VISIBILITY.as_secs().to_string(),
+            SQS_VISIBILITY.as_secs().to_string(),
         )],
     )
     .await;
@@ -90,8 +93,12 @@ struct SqsWork {
 impl WorkQueue for SqsWork {
     async fn receive(&self, max: usize) -> Vec<InboundMessage> {
         let mut out = Vec::new();
-        // Like the Lambda poller: gather up to `max` in calls of at most 10.
-        while out.len() < max {
+        // Like the Lambda poller: gather up to `max` in calls of at most 10, within a batching
+        // window. moto's receive slows with the queue's length; without the window, a backlog
+        // made a receive of 100 outlast the visibility timeout, so the batch's first messages
+        // were visible again before it was processed and the backlog only grew.
+        let window = tokio::time::Instant::now() + BATCHING_WINDOW;
+        while out.len() < max && tokio::time::Instant::now() < window {
             let Ok(received) = self
                 .sqs
                 .receive_message()
@@ -181,7 +188,7 @@ impl WorkQueue for SqsWork {
 /// The embedded store (one SQLite file) with the queue settings `dam-sync serve` uses, the
 /// visibility timeout aside.
 pub async fn embedded(dir: &std::path::Path) -> Backend {
-    embedded_with(dir, VISIBILITY).await
+    embedded_with(dir, EMBEDDED_VISIBILITY).await
 }
 
 /// [`embedded`] with another visibility timeout.
