@@ -203,8 +203,17 @@ impl Batch {
 
 pub(super) const TOO_LATE: &str = "deadline near: left for redelivery";
 
+/// A failed whole PIM request (structure read, option write, upload, delete). Besides what
+/// Akeneo calls retriable, refused credentials or rights (401/403 after the client's token
+/// replay: a token that expired again, a credential rotation) and answers that break the
+/// protocol (a proxy's page) say nothing about the asset: retried, and parked with the reason
+/// on the last delivery, instead of dead-lettering every asset that meets them.
 pub(super) fn pim_fate(error: &AkeneoError) -> Fate {
-    if error.is_retriable() {
+    let not_about_the_asset = matches!(
+        error,
+        AkeneoError::Credentials(_) | AkeneoError::Protocol(_)
+    ) || matches!(error.status(), Some(401 | 403));
+    if error.is_retriable() || not_about_the_asset {
         Fate::Retry(error.to_string())
     } else {
         Fate::Dead(error.to_string())

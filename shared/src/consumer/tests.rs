@@ -293,6 +293,14 @@ impl PimWriter for FakePim {
     }
 
     async fn delete(&self, family: &str, code: &str, _: Instant) -> Result<(), AkeneoError> {
+        if let Some(AkeneoError::Http { status, .. }) = &*self.whole_request.lock().unwrap() {
+            return Err(AkeneoError::Http {
+                status: *status,
+                route: "DELETE /api/rest/v1/asset-families/{family}/assets/{code}".into(),
+                message: "The access token provided has expired.".into(),
+                retry_after: None,
+            });
+        }
         self.deletes
             .lock()
             .unwrap()
@@ -1638,4 +1646,32 @@ async fn a_pim_write_whose_record_was_lost_is_still_retired_by_the_deletion() {
         .await
         .unwrap();
     assert!(found.is_empty(), "retired: no longer indexed");
+}
+
+#[tokio::test]
+async fn a_refused_token_on_a_delete_is_retried_not_dead_lettered() {
+    let h = harness();
+    h.put(dam_asset("a", 1, "AB-1"));
+    h.consumer
+        .process(vec![message(0, &thin("a", 1))], later())
+        .await;
+    h.dam.assets.lock().unwrap().clear();
+    *h.pim.whole_request.lock().unwrap() = Some(AkeneoError::Http {
+        status: 401,
+        route: String::new(),
+        message: String::new(),
+        retry_after: None,
+    });
+    let out = h
+        .consumer
+        .process(vec![message(1, &delete("a", None, 5))], later())
+        .await;
+    assert!(out.dead_lettered.is_empty(), "{out:?}");
+    assert_eq!(out.retry_ids(), ["m1"]);
+    *h.pim.whole_request.lock().unwrap() = None;
+    let out = h
+        .consumer
+        .process(vec![message(1, &delete("a", None, 5))], later())
+        .await;
+    assert_eq!(out.report.deleted, 1, "{out:?}");
 }
