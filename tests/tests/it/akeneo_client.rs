@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use akeneo_sim::Faults;
-use dam_sync_tests::turns::HEAVY;
+use dam_sync_tests::turns::heavy_alone;
 use dam_sync_tests::{BULK_PATCH, packshot, packshots, pim_client, start_pim};
 use futures::TryStreamExt;
 use serde_json::json;
@@ -27,7 +27,7 @@ fn fast_strict_pim() -> Faults {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_assets_take_exactly_one_patch_per_hundred_and_no_429() {
-    let _turn = HEAVY.lock().await;
+    let _turn = heavy_alone().await;
     let sim = start_pim(fast_strict_pim()).await;
     let client = pim_client(&sim, Limits::default());
     let assets = packshots(10_000);
@@ -84,7 +84,7 @@ async fn run_100_small_calls(requests_per_second: Option<u32>) -> akeneo_sim::St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_is_what_keeps_a_fast_pim_from_throttling() {
-    let _turn = HEAVY.lock().await;
+    let _turn = heavy_alone().await;
     // Same load twice: paced at Akeneo's 100 requests per second, then unpaced.
     let paced = run_100_small_calls(Some(100)).await;
     assert_eq!(paced.calls_to(BULK_PATCH), 100);
@@ -103,7 +103,7 @@ async fn pacing_is_what_keeps_a_fast_pim_from_throttling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_500s_and_429s_still_land_everything_within_budget() {
-    let _turn = HEAVY.lock().await;
+    let _turn = heavy_alone().await;
     let sim = start_pim(Faults {
         error_5xx_rate: 0.05,
         rate_429: 0.05,
@@ -151,7 +151,7 @@ async fn five_percent_500s_and_429s_still_land_everything_within_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_expiring_mid_run_costs_no_item() {
-    let _turn = HEAVY.lock().await;
+    let _turn = heavy_alone().await;
     let sim = start_pim(Faults {
         latency_ms: (5, 10),
         ..Faults::default()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The test suite on a fresh machine: installs moto (the SQS/DynamoDB emulator the tests talk
+# to) into a cache outside the clone, starts it on a free loopback port, runs
+# `cargo test --workspace --locked` (extra arguments are passed on), and stops moto.
+# Needs: Rust, a C compiler, Python 3.9+ with venv, curl. `.ci/run` calls this after its lints.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+MOTO_VERSION="5.2.5"
+MOTO_PORT="${MOTO_PORT:-5055}"
+# One venv per pinned version, outside the clone, so a later run on the same machine reuses it
+# (like cargo's registry); a new machine installs it (about a minute).
+TOOLS="${DAM_SYNC_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dam-sync-ci}"
+VENV="$TOOLS/venv-moto-${MOTO_VERSION}"
+
+step() { printf '\n==> %s (%ss)\n' "$*" "$SECONDS"; }
+
+step "moto ${MOTO_VERSION} in $VENV"
+if [ -f "$VENV/.installed" ] && [ "$(cat "$VENV/.installed")" = "$MOTO_VERSION" ]; then
+  echo "reusing $VENV"
+else
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV" || {
+    echo "python3 -m venv failed: install Python 3.9+ with venv (Debian: apt install python3-venv)" >&2
+    exit 1
+  }
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server,sqs,dynamodb]==${MOTO_VERSION}"
+  echo "$MOTO_VERSION" >"$VENV/.installed"
+fi
+
+step "start moto on 127.0.0.1:${MOTO_PORT}"
+if curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null 2>&1; then
+  echo "port ${MOTO_PORT} is already serving: stop that server or pick another port with MOTO_PORT=..." >&2
+  exit 1
+fi
+mkdir -p "$ROOT/target"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$ROOT/target/moto.log" 2>&1 &
+MOTO_PID=$!
+cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$MOTO_PID" 2>/dev/null; then cat "$ROOT/target/moto.log" >&2; exit 1; fi
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null
+
+# The code under test reaches the emulator only through the SDK's standard variables.
+export AWS_ENDPOINT_URL="http://127.0.0.1:${MOTO_PORT}"
+export AWS_REGION="us-east-1"
+export AWS_ACCESS_KEY_ID="test"
+export AWS_SECRET_ACCESS_KEY="test"
+export AWS_EC2_METADATA_DISABLED="true"
+
+step "cargo test --workspace --locked $*"
+cargo test --workspace --locked "$@"
+step "done"
