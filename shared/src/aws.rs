@@ -52,7 +52,8 @@ pub fn short_message<E: OperationError>(error: &SdkError<E, HttpResponse>) -> St
         SdkError::ServiceError(service) => {
             let e = service.err();
             let status = service.raw().status().as_u16();
-            match (e.code(), e.message()) {
+            // The separator follows, so a message's own full stop is dropped.
+            match (e.code(), e.message().map(|m| m.trim_end_matches('.'))) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
                 (None, Some(message)) => format!("HTTP {status}: {message}"),

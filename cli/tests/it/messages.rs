@@ -273,6 +273,30 @@ async fn aws_errors_are_one_short_line_and_the_chain_comes_with_v() {
 }
 
 #[tokio::test]
+async fn an_aws_service_error_is_its_code_and_message() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL is not set: this test needs a moto server (see .ci/run)");
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = aws_command(&["dlq", "list"], &endpoint, true, home.path());
+    let missing = format!(
+        "{endpoint}/123456789012/dam-sync-missing-{}",
+        std::process::id()
+    );
+    cmd.env("QUEUE_URL", &missing).env("DLQ_URL", &missing);
+    let out = run(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            ": AWS.SimpleQueueService.NonExistentQueue: The specified queue does not exist; \
+             check AWS_REGION"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn missing_aws_credentials_are_one_line_without_imds_warnings() {
     let home = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
