@@ -311,8 +311,19 @@ pub async fn backfill(
     progress: bool,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
-    let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
-    let settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
+    // The two groups backfill reads, their problems reported together.
+    let (source, settings) = match (config.source(), config.poller()) {
+        (Ok(source), Ok(settings)) => (source, settings),
+        (source, settings) => {
+            let mut problems = source.err().map(|e| e.problems).unwrap_or_default();
+            problems.extend(settings.err().map(|e| e.problems).unwrap_or_default());
+            let all = crate::config::ConfigError {
+                file: config.file.clone(),
+                problems,
+            };
+            return Err(Failure::input(all.to_string()));
+        }
+    };
     let (queue, cursors, leases, states, backend): Ports = if aws {
         let get = |name: &str| {
             std::env::var(name)

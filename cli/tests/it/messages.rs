@@ -421,3 +421,33 @@ async fn serve_logs_a_dam_failure_once() {
         .count();
     assert_eq!(mentions, 1, "{logs}");
 }
+
+#[tokio::test]
+async fn backfill_lists_its_dam_and_poller_problems_together() {
+    let (pim, _) = sims().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_for(
+        dir.path(),
+        &pim,
+        "kind = \"generic\"",
+        common::MAPPING,
+        "[poller]\npage_size = 0\n",
+    );
+    let out = run(dam_sync_command(&[
+        "backfill",
+        "--config",
+        config.to_str().unwrap(),
+        "--no-progress",
+    ]))
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("3 problems to fix:"), "{stderr}");
+    for line in [
+        "[dam] api_url is not set: the DAM's contract base",
+        "[dam] api_token is not set: the DAM's bearer token",
+        "[poller] page_size has an invalid value \"0\"",
+    ] {
+        assert!(stderr.contains(&format!("\n  {line}")), "{stderr}");
+    }
+}
