@@ -1,7 +1,7 @@
 //! What the AWS adapters share: one answer to "is this failed call worth retrying?", so the SQS
 //! and DynamoDB adapters cannot drift apart.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 /// The SDK's raw HTTP response. Every service crate re-exports this same smithy type, so one
 /// classifier serves them all.
@@ -45,8 +45,7 @@ pub fn is_retriable_service_error(code: &str, status: u16) -> bool {
 }
 
 /// A failed call in one short line: the service's error code and message, or the network
-/// cause class. The SDK's Debug-heavy chain (`DisplayErrorContext`) stays in the source, for
-/// `-v` and debug logs.
+/// cause class. The SDK's Debug-heavy chain stays in the source, for `-v` and debug logs.
 pub fn short_message<E: OperationError>(error: &SdkError<E, HttpResponse>) -> String {
     match error {
         SdkError::ServiceError(service) => {
@@ -75,11 +74,6 @@ pub fn short_message<E: OperationError>(error: &SdkError<E, HttpResponse>) -> St
         }
         _ => crate::net::cause(error).to_string(),
     }
-}
-
-/// The SDK's whole error chain (long; for `-v`).
-pub fn detail<E: OperationError>(error: &SdkError<E, HttpResponse>) -> String {
-    DisplayErrorContext(error).to_string()
 }
 
 /// A failed call as a port's error: the variant [`is_retriable_error`] picks, with a short
