@@ -6,7 +6,6 @@
 //!
 //! Any secret may be written inline or as `{ env = "VARIABLE" }`, read from the environment.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,26 +21,67 @@ use shared::mapping::Mapping;
 use shared::poller::{PollKeys, PollerSettings};
 use shared::settings::{Origin, SettingError};
 
-/// A configuration problem: names the file, the key and the fix.
-#[derive(Debug, thiserror::Error)]
-#[error("config {file}: {message}")]
+/// The configuration's problems, all of them: each names the key and the fix.
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: String,
-    pub message: String,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "config {}: {one}", self.file),
+            all => {
+                write!(f, "config {}: {} problems to fix:", self.file, all.len())?;
+                for p in all {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Problems of one section, kept in file order.
+type Found = Vec<String>;
+
+/// Adds `e` to `found`, one line per problem.
+fn push_setting(found: &mut Found, e: SettingError) {
+    match e {
+        SettingError::Several(all) => all.into_iter().for_each(|e| push_setting(found, e)),
+        one => found.push(one.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// Where the webhook endpoint listens, e.g. `127.0.0.1:8080`.
+    /// Where the webhook endpoint listens: `host:port`, the host a name (`localhost`) or an
+    /// address (`127.0.0.1`, `[::1]`).
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Larger webhook bodies are refused with 413 (`MAX_BODY_BYTES` in the Lambda).
     pub max_body_bytes: Option<usize>,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// Why `listen` is not `host:port`, if it is not.
+fn listen_problem(listen: &str) -> Option<String> {
+    let ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    (!ok).then(|| {
+        format!(
+            "[server] listen has an invalid value {listen:?}: write host:port, e.g. \
+             127.0.0.1:8080, localhost:8080 or [::1]:8080"
+        )
+    })
 }
 
 impl Default for ServerSection {
@@ -260,14 +300,16 @@ pub struct Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |problems: Vec<String>| ConfigError {
             file: file.clone(),
-            message: format!("cannot read it: {e}"),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![format!(
+                "cannot read it: {e}; check the path given to --config"
+            )])
         })?;
-        let raw: FileConfig = toml::from_str(&text).map_err(|e| ConfigError {
-            file: file.clone(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let raw = parse(&text).map_err(fail)?;
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -287,32 +329,79 @@ impl Config {
     }
 
     fn error(&self, message: impl Into<String>) -> ConfigError {
+        self.errors(vec![message.into()])
+    }
+
+    fn errors(&self, problems: Vec<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
-            message: message.into(),
+            problems,
         }
     }
 
+    /// The checks serde cannot express, all at once.
     fn check_shape(&self) -> Result<(), ConfigError> {
+        let mut found = Found::new();
         let m = &self.raw.mapping;
         if m.path.is_some() == m.inline.is_some() {
-            return Err(self.error(
-                "[mapping] needs exactly one of `path` (a mapping file) or `inline` (its TOML)",
-            ));
+            found.push(
+                "[mapping] needs exactly one of `path` (a mapping file) or `inline` (its TOML)"
+                    .into(),
+            );
         }
-        if self.raw.consumer.batch_size == 0 || self.raw.consumer.max_receives == 0 {
-            return Err(self.error("[consumer] batch_size and max_receives must be at least 1"));
+        found.extend(listen_problem(&self.raw.server.listen));
+        if self.raw.consumer.batch_size == 0 {
+            found.push("[consumer] batch_size must be at least 1".into());
+        }
+        if self.raw.consumer.max_receives == 0 {
+            found.push("[consumer] max_receives must be at least 1".into());
         }
         if self.raw.poller.interval_secs == 0 {
-            return Err(self.error("[poller] interval_secs must be at least 1"));
+            found.push("[poller] interval_secs must be at least 1".into());
         }
         if self.raw.poller.sweep_interval_secs == 0 {
-            return Err(self.error(
+            found.push(
                 "[poller] sweep_interval_secs must be at least 1 (`enabled = false` stops the \
-                 polls and the sweep)",
-            ));
+                 polls and the sweep)"
+                    .into(),
+            );
         }
-        Ok(())
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors(found))
+        }
+    }
+
+    /// Every setting through its validation, every problem reported together: what `serve`
+    /// and `check` run before they talk to anyone.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let mut found = Found::new();
+        let mut keep = |e: ConfigError| found.extend(e.problems);
+        let akeneo = self.akeneo().map_err(&mut keep).ok();
+        let mapping = self.mapping().map_err(&mut keep).ok();
+        let source = self.source().map_err(&mut keep).ok();
+        let ingest = self.ingest().map_err(&mut keep).ok();
+        let poller = self.poller().map_err(&mut keep).ok();
+        let consumer = self.consumer().map_err(&mut keep).ok();
+        match (akeneo, mapping, source, ingest, poller, consumer) {
+            (
+                Some(akeneo),
+                Some(mapping),
+                Some(source),
+                Some(ingest),
+                Some(poller),
+                Some(consumer),
+            ) if found.is_empty() => Ok(Validated {
+                akeneo,
+                mapping,
+                source,
+                ingest,
+                poller,
+                consumer,
+            }),
+            _ => Err(self.errors(found)),
+        }
     }
 
     fn resolve_path(&self, p: &Path) -> PathBuf {
@@ -329,7 +418,9 @@ impl Config {
 
     /// A validation error of section `[section]`, its key named as in the file.
     fn at(&self, section: &'static str, e: SettingError) -> ConfigError {
-        self.error(e.at(Origin::File(section)).to_string())
+        let mut found = Found::new();
+        push_setting(&mut found, e.at(Origin::File(section)));
+        self.errors(found)
     }
 
     /// The PIM settings, through the same validation as the `AKENEO_*` variables.
@@ -390,6 +481,104 @@ impl Config {
     }
 }
 
+/// Every setting of a loaded file, validated.
+pub struct Validated {
+    pub akeneo: AkeneoConfig,
+    pub mapping: Mapping,
+    pub source: Arc<dyn AssetSource>,
+    pub ingest: IngestConfig,
+    pub poller: PollerSettings,
+    pub consumer: ConsumerSettings,
+}
+
+/// The file's sections, each read on its own so one run reports the problems of all of them.
+fn parse(text: &str) -> Result<FileConfig, Found> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| vec![format!("not valid TOML: {}", e.to_string().trim_end())])?;
+    let mut found = Found::new();
+    fn section<T: DeserializeOwned>(
+        table: &mut toml::Table,
+        name: &str,
+        required: Option<&str>,
+        found: &mut Found,
+    ) -> Option<T> {
+        let value = match (table.remove(name), required) {
+            (Some(v), _) => v,
+            (None, Some(hint)) => {
+                found.push(format!("[{name}] is missing: {hint}"));
+                return None;
+            }
+            (None, None) => toml::Value::Table(toml::Table::new()),
+        };
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                // toml appends "in `key`" on a second line; the path already names the key.
+                let inner = inner.lines().next().unwrap_or_default().trim_end();
+                found.push(if path == "." {
+                    format!("[{name}] {inner}")
+                } else {
+                    format!("[{name}] {path}: {inner}")
+                });
+            })
+            .ok()
+    }
+    let server = section(&mut table, "server", None, &mut found);
+    let store = section(
+        &mut table,
+        "store",
+        Some("add it with path = \"state.db\" (the SQLite file)"),
+        &mut found,
+    );
+    let pim = section(
+        &mut table,
+        "pim",
+        Some("add base_url, client_id, client_secret, username and password"),
+        &mut found,
+    );
+    let dam = section(
+        &mut table,
+        "dam",
+        Some("add kind = \"generic\", \"cloudinary\" or \"bynder\" and its keys"),
+        &mut found,
+    );
+    let mapping = section(
+        &mut table,
+        "mapping",
+        Some("add path = \"mapping.toml\" or inline = \"...\""),
+        &mut found,
+    );
+    let poller = section(&mut table, "poller", None, &mut found);
+    let consumer = section(&mut table, "consumer", None, &mut found);
+    for unknown in table.keys() {
+        found.push(format!(
+            "unknown section [{unknown}]: the sections are [server], [store], [pim], [dam], \
+             [mapping], [poller] and [consumer]"
+        ));
+    }
+    match (server, store, pim, dam, mapping, poller, consumer) {
+        (
+            Some(server),
+            Some(store),
+            Some(pim),
+            Some(dam),
+            Some(mapping),
+            Some(poller),
+            Some(consumer),
+        ) if found.is_empty() => Ok(FileConfig {
+            server,
+            store,
+            pim,
+            dam,
+            mapping,
+            poller,
+            consumer,
+        }),
+        _ => Err(found),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +636,92 @@ inline = ""
             .check_shape()
             .unwrap_err();
         assert!(e.to_string().contains("sweep_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_of_the_file_is_reported_in_one_run() {
+        let text = r#"
+[server]
+listen = "localhost"
+[store]
+path = "x.db"
+[pim]
+base_url = "https://pim.example.com"
+client_id = { env = "DAM_SYNC_TEST_UNSET_0" }
+client_secret = { env = "DAM_SYNC_TEST_UNSET_1" }
+password = { env = "DAM_SYNC_TEST_UNSET_2" }
+[dam]
+kind = "cloudinary"
+[mapping]
+inline = ""
+[poller]
+page_sise = 3
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, text).unwrap();
+        // Type errors and unknown keys of every section in one run.
+        let e = Config::load(&path).unwrap_err();
+        assert_eq!(
+            e.problems[0],
+            "[pim] client_id: invalid type: map, expected a string"
+        );
+        assert!(
+            e.problems[1].starts_with("[poller] unknown field `page_sise`"),
+            "{e}"
+        );
+        assert_eq!(e.problems.len(), 2, "{e}");
+
+        let text = text
+            .replace("page_sise = 3", "")
+            .replace("client_id = { env = \"DAM_SYNC_TEST_UNSET_0\" }\n", "");
+        std::fs::write(&path, &text).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config {}: [server] listen has an invalid value \"localhost\": write host:port, \
+                 e.g. 127.0.0.1:8080, localhost:8080 or [::1]:8080",
+                path.display()
+            )
+        );
+        std::fs::write(&path, text.replace("\"localhost\"", "\"localhost:18080\"")).unwrap();
+        let config = Config::load(&path).unwrap();
+        let e = config.validate().err().expect("settings are missing");
+        let text = e.to_string();
+        // client_id, client_secret, username, password; the empty mapping; cloud_name,
+        // api_key, api_secret.
+        assert!(text.contains(": 8 problems to fix:\n"), "{text}");
+        assert!(
+            text.contains("[mapping] inline: route: no [[route]]"),
+            "{text}"
+        );
+        for n in 1..=2 {
+            assert!(
+                text.contains(&format!("DAM_SYNC_TEST_UNSET_{n}, which is not set")),
+                "{text}"
+            );
+        }
+        for key in [
+            "pim] client_id",
+            "pim] username",
+            "dam] cloud_name",
+            "dam] api_key",
+            "dam] api_secret",
+        ] {
+            assert!(text.contains(&format!("\n  [{key} is not set: ")), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_sections_are_all_named() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\n[extra]\n").unwrap_err();
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert!(
+            e[0].starts_with("[store] is missing: add it with path"),
+            "{e:?}"
+        );
+        assert!(e[4].starts_with("unknown section [extra]"), "{e:?}");
     }
 
     #[test]

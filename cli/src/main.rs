@@ -1,5 +1,16 @@
 //! `dam-sync`: the single-process connector (`serve`, `demo`) and the operator commands.
 
+/// `println!` that ends the process quietly (exit 0) when the reader has gone, as in
+/// `dam-sync dlq list | head -1`, instead of panicking on the closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod config;
 mod demo;
 mod input;
@@ -7,10 +18,11 @@ mod ops;
 mod pim;
 mod runtime;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 const PIM_ENV_HELP: &str = "\
 PIM connection (environment):
@@ -21,12 +33,17 @@ PIM connection (environment):
   AKENEO_PASSWORD        API password of the PIM Connection
 Optional: AKENEO_MAX_IN_FLIGHT (4), AKENEO_REQUESTS_PER_SECOND (100, 0 = no pacing),
   AKENEO_TIMEOUT_MS (30000), AKENEO_BATCH_MAX_ITEMS (100), AKENEO_BATCH_MAX_BYTES (4194304),
-  AKENEO_MAX_ATTEMPTS (8). Logs: RUST_LOG (default warn).";
+  AKENEO_MAX_ATTEMPTS (8). Logs: RUST_LOG (default warn), -v for more.";
 
 const BACKEND_HELP: &str = "\
 Backend: the local store with --config FILE (its [store] path) or --store PATH; otherwise
 AWS, with QUEUE_URL, DLQ_URL and TABLE_NAME (or --queue-url, --dlq-url, --table) and the usual
 AWS settings (AWS_REGION, credentials; AWS_ENDPOINT_URL for an emulator).";
+
+const BACKFILL_HELP: &str = "\
+Backend: the local store of the config's [store] path; with --aws, SQS (QUEUE_URL) with the
+cursors in DynamoDB (TABLE_NAME) and the usual AWS settings (AWS_REGION, credentials;
+AWS_ENDPOINT_URL for an emulator).";
 
 const CONFIG_HELP: &str = "\
 The config file (TOML) has [server] listen, [store] path, [pim], [dam], [mapping] path or
@@ -42,6 +59,9 @@ examples/serve.toml.";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the full error chain (SDK, HTTP) on failure and log at info level.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 /// Which queue and state store an operator command works on.
@@ -101,7 +121,7 @@ enum Command {
     #[command(subcommand, after_help = BACKEND_HELP)]
     Dlq(DlqCommand),
     /// Walk the whole DAM and queue every asset (resumable: run it again to continue).
-    #[command(after_help = BACKEND_HELP)]
+    #[command(after_help = BACKFILL_HELP)]
     Backfill {
         /// The config file (its [dam] and [poller] settings; its store unless AWS is chosen).
         #[arg(long)]
@@ -121,6 +141,7 @@ enum Command {
     /// against the PIM's families, and print what `serve` would do.
     #[command(after_help = CONFIG_HELP)]
     Check {
+        /// The config file `dam-sync serve` would run with.
         #[arg(long)]
         config: PathBuf,
         /// Give up after this many seconds.
@@ -147,12 +168,15 @@ enum DlqCommand {
         bodies: bool,
     },
     /// Move parked messages back to the main queue: the given ids, or all with --all.
-    #[command(after_help = BACKEND_HELP)]
+    #[command(
+        after_help = BACKEND_HELP,
+        group(ArgGroup::new("which").required(true).args(["ids", "all"]))
+    )]
     Replay {
         #[command(flatten)]
         backend: Backend,
         /// Id from `dam-sync dlq list` (repeatable).
-        #[arg(long = "id", required_unless_present = "all")]
+        #[arg(long = "id", value_name = "ID")]
         ids: Vec<String>,
         /// Replay every parked message.
         #[arg(long, conflicts_with = "ids")]
@@ -187,16 +211,44 @@ enum PimCommand {
     },
 }
 
+/// The log filter when `RUST_LOG` is unset: warnings, without the AWS SDK's credential chain
+/// and instance-metadata (IMDS) probes, which warn at length on any machine outside EC2 before
+/// the real error (which names the missing credentials);
+/// `serve` adds its one line per batch and per poll.
+fn default_filter(serve: bool, verbose: bool) -> String {
+    let base = if verbose { "info" } else { "warn" };
+    let runtime = if serve && !verbose {
+        ",dam_sync::runtime=info"
+    } else {
+        ""
+    };
+    format!("{base},aws_config::imds=error,aws_config::meta::credentials=error{runtime}")
+}
+
+/// Where `say!` lands when stdout fails: a closed pipe ends the command successfully (the
+/// reader had what it wanted); anything else is reported.
+pub fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(1);
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serve = matches!(cli.command, Command::Serve { .. });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a redirected log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(default_filter(serve, cli.verbose))
+            }),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => runtime::serve(&config).await,
         Command::Demo {
@@ -235,6 +287,10 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("error: {}", failure.message);
+            match failure.detail {
+                Some(detail) if cli.verbose => eprintln!("detail: {detail}"),
+                _ => {}
+            }
             ExitCode::from(failure.exit_code)
         }
     }

@@ -117,9 +117,9 @@ impl Target {
         }
     }
 
-    /// An error of this backend, with what to check.
-    fn failure(&self, what: &str, e: impl std::fmt::Display) -> Failure {
-        match self {
+    /// An error of this backend, with what to check; the full chain for `-v`.
+    fn failure<E: std::error::Error + 'static>(&self, what: &str, e: E) -> Failure {
+        let failure = match self {
             Target::Local(store) => Failure::runtime(format!(
                 "{what} failed on the SQLite store {}: {e}; check the file and that no other \
                  process holds a long write lock",
@@ -129,7 +129,8 @@ impl Target {
                 "{what} failed on AWS ({}): {e}; {AWS_HINT}",
                 endpoint()
             )),
-        }
+        };
+        failure.caused_by(&e)
     }
 }
 
@@ -147,7 +148,7 @@ fn age(ms: i64) -> String {
 pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
     let target = target(backend, true).await?;
     let admin = target.admin();
-    println!("Backend: {}", admin.backend());
+    say!("Backend: {}", admin.backend());
     let depth = admin
         .depth()
         .await
@@ -160,7 +161,7 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
                 .await
                 .map_err(|e| target.failure("reading the cursors", e))?
             {
-                Some(c) => println!(
+                Some(c) => say!(
                     "Cursor {name}: at {} ({}), version {}{}",
                     format_rfc3339_ms(c.position_ms),
                     age(c.position_ms),
@@ -171,15 +172,16 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
                         ""
                     }
                 ),
-                None => println!("Cursor {name}: none yet (the poller has not completed a run)"),
+                None => say!("Cursor {name}: none yet (the poller has not completed a run)"),
             }
         }
     }
-    println!(
+    say!(
         "Queue: {} waiting, {} in flight",
-        depth.visible, depth.in_flight
+        depth.visible,
+        depth.in_flight
     );
-    println!(
+    say!(
         "Dead letters: {}{}",
         depth.dead_letters,
         if depth.dead_letters > 0 {
@@ -194,7 +196,7 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
             .asset_count()
             .await
             .map_err(|e| target.failure("counting assets", e))?;
-        println!("Assets with an applied version: {synced}");
+        say!("Assets with an applied version: {synced}");
         for (at, source, message) in store
             .recent_errors(5)
             .await
@@ -218,11 +220,11 @@ pub async fn status(backend: &Backend) -> Result<ExitCode, Failure> {
         }
     }
     if errors.is_empty() {
-        println!("Last errors: none");
+        say!("Last errors: none");
     } else {
-        println!("Last errors:");
+        say!("Last errors:");
         for e in errors {
-            println!("  {e}");
+            say!("  {e}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -237,7 +239,7 @@ pub async fn dlq_list(backend: &Backend, limit: usize, bodies: bool) -> Result<E
         .await
         .map_err(|e| target.failure("listing dead letters", e))?;
     if letters.is_empty() {
-        println!("No dead letters in {}.", target.admin().backend());
+        say!("No dead letters in {}.", target.admin().backend());
         return Ok(ExitCode::SUCCESS);
     }
     for l in &letters {
@@ -246,7 +248,7 @@ pub async fn dlq_list(backend: &Backend, limit: usize, bodies: bool) -> Result<E
             .and_then(|v| v["asset_id"].as_str().map(str::to_owned))
             .map(|a| format!(" asset {a}"))
             .unwrap_or_default();
-        println!(
+        say!(
             "{}{asset}{}: {}",
             l.id,
             l.parked_at_ms
@@ -255,10 +257,10 @@ pub async fn dlq_list(backend: &Backend, limit: usize, bodies: bool) -> Result<E
             l.reason
         );
         if bodies {
-            println!("  body: {}", l.body);
+            say!("  body: {}", l.body);
         }
     }
-    println!(
+    say!(
         "{} dead letter(s). Replay with `dam-sync dlq replay --id ID` or `--all`.",
         letters.len()
     );
@@ -274,12 +276,12 @@ pub async fn dlq_replay(backend: &Backend, ids: Option<Vec<String>>) -> Result<E
         .await
         .map_err(|e| target.failure("replaying dead letters", e))?;
     for id in &replayed.replayed {
-        println!("replayed {id}");
+        say!("replayed {id}");
     }
     for id in &replayed.not_found {
-        println!("not found {id} (see `dam-sync dlq list` for the ids)");
+        say!("not found {id} (see `dam-sync dlq list` for the ids)");
     }
-    println!(
+    say!(
         "{} message(s) back on the queue of {}.",
         replayed.replayed.len(),
         target.admin().backend()
@@ -309,8 +311,19 @@ pub async fn backfill(
     progress: bool,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
-    let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
-    let settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
+    // The two groups backfill reads, their problems reported together.
+    let (source, settings) = match (config.source(), config.poller()) {
+        (Ok(source), Ok(settings)) => (source, settings),
+        (source, settings) => {
+            let mut problems = source.err().map(|e| e.problems).unwrap_or_default();
+            problems.extend(settings.err().map(|e| e.problems).unwrap_or_default());
+            let all = crate::config::ConfigError {
+                file: config.file.clone(),
+                problems,
+            };
+            return Err(Failure::input(all.to_string()));
+        }
+    };
     let (queue, cursors, leases, states, backend): Ports = if aws {
         let get = |name: &str| {
             std::env::var(name)
@@ -403,7 +416,7 @@ pub async fn backfill(
     let queued = PollMetrics::get(&poller.metrics().events_enqueued);
     match outcome {
         Ok(()) => {
-            println!(
+            say!(
                 "Backfill complete{}: {queued} assets queued on {backend} in {runs} run(s).",
                 if resumed { " (resumed)" } else { "" }
             );
@@ -419,43 +432,50 @@ pub async fn backfill(
 pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> {
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
-    let mapping = config
-        .mapping()
+    let settings = config
+        .validate()
         .map_err(|e| Failure::input(e.to_string()))?;
-    println!("Mapping {}: valid.", mapping.origin());
-    let akeneo = config.akeneo().map_err(|e| Failure::input(e.to_string()))?;
-    let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
-    let ingest = config.ingest().map_err(|e| Failure::input(e.to_string()))?;
-    let poller = config.poller().map_err(|e| Failure::input(e.to_string()))?;
+    let (mapping, akeneo, source) = (settings.mapping, settings.akeneo, settings.source);
+    let (ingest, poller) = (settings.ingest, settings.poller);
+    say!("Mapping {}: valid.", mapping.origin());
 
+    // Both sides are tried whatever the other answers, so one run shows every connection
+    // problem.
+    let mut unreachable: Vec<String> = Vec::new();
     // DAM: one page of one asset proves the URL and the credentials.
     let dam = config.raw.dam.kind();
-    let first = tokio::time::timeout_at(deadline, source.list_changed(None, None, 1).next())
-        .await
-        .map_err(|_| {
-            Failure::runtime(format!(
-                "the {dam} DAM did not answer within {timeout_secs} s; check [dam] in {}",
-                config.file
-            ))
-        })?;
-    match first {
-        None | Some(Ok(_)) => println!("DAM ({dam}): reachable, credentials accepted."),
-        Some(Err(e)) => {
-            return Err(Failure::runtime(format!(
-                "DAM ({dam}): {e}; check the [dam] URL and credentials in {}",
-                config.file
-            )));
-        }
+    let dam_keys = match dam {
+        shared::dam::DamKind::Generic => "[dam] api_url and api_token",
+        shared::dam::DamKind::Cloudinary => "[dam] cloud_name, api_key and api_secret",
+        shared::dam::DamKind::Bynder => "[dam] portal_url and token",
+    };
+    match tokio::time::timeout_at(deadline, source.list_changed(None, None, 1).next()).await {
+        Err(_) => unreachable.push(format!(
+            "DAM ({dam}): no answer within {timeout_secs} s; check {dam_keys} in {}",
+            config.file
+        )),
+        Ok(None | Some(Ok(_))) => say!("DAM ({dam}): reachable, credentials accepted."),
+        Ok(Some(Err(e))) => unreachable.push(format!(
+            "DAM ({dam}): {e}; check {dam_keys} in {}",
+            config.file
+        )),
     }
 
     let client = AkeneoClient::new(akeneo.clone()).map_err(|e| Failure::input(e.to_string()))?;
-    client.authenticate(deadline).await.map_err(|e| {
-        Failure::runtime(format!(
+    match client.authenticate(deadline).await {
+        Ok(_) => say!("PIM {}: logged in as {}.", akeneo.base_url, akeneo.username),
+        Err(e) => unreachable.push(format!(
             "PIM {}: {e}; check [pim] base_url and the Connection's credentials in {}",
             akeneo.base_url, config.file
-        ))
-    })?;
-    println!("PIM {}: logged in as {}.", akeneo.base_url, akeneo.username);
+        )),
+    }
+    if !unreachable.is_empty() {
+        let mut message = unreachable.join("\n  ");
+        if unreachable.len() > 1 {
+            message = format!("{} connections failed:\n  {message}", unreachable.len());
+        }
+        return Err(Failure::runtime(message));
+    }
     let mut structures: BTreeMap<String, FamilyStructure> = BTreeMap::new();
     for family in mapping.families() {
         match client.family_structure(family, deadline).await {
@@ -477,15 +497,15 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
         .filter(|i| i.severity == Severity::Error)
         .count();
     for issue in &issues {
-        println!("  {issue}");
+        say!("  {issue}");
     }
-    println!(
+    say!(
         "Mapping against the PIM: {} error(s), {} other note(s).",
         errors,
         issues.len() - errors
     );
 
-    println!("`dam-sync serve` would:");
+    say!("`dam-sync serve` would:");
     let mut routes: Vec<&str> = Vec::new();
     if ingest.generic.is_some() {
         routes.push("generic");
@@ -497,17 +517,17 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
         routes.push("bynder");
     }
     if routes.is_empty() {
-        println!("  accept no webhooks (no webhook secret in [dam]); rely on the poller");
+        say!("  accept no webhooks (no webhook secret in [dam]); rely on the poller");
     } else {
         for r in routes {
-            println!(
+            say!(
                 "  accept signed webhooks on http://{}/webhooks/{r}",
                 config.raw.server.listen
             );
         }
     }
     let store = config.store_path();
-    println!(
+    say!(
         "  keep its queue and state in {} ({})",
         store.display(),
         if store.exists() {
@@ -517,7 +537,7 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
         }
     );
     if config.raw.poller.enabled {
-        println!(
+        say!(
             "  poll the {dam} DAM every {} s (lookback {} s, {} assets per page, at most {} pages per run)",
             config.raw.poller.interval_secs,
             poller.lookback.as_secs(),
@@ -525,7 +545,7 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
             poller.max_dam_calls
         );
     } else {
-        println!("  not poll the DAM ([poller] enabled = false)");
+        say!("  not poll the DAM ([poller] enabled = false)");
     }
     for family in mapping.families() {
         let on_delete = match mapping.delete_policy(family) {
@@ -533,18 +553,19 @@ pub async fn check(path: &Path, timeout_secs: u64) -> Result<ExitCode, Failure> 
             DeletePolicy::Ignore => "kept".to_owned(),
             DeletePolicy::Clear(attrs) => format!("kept with {} cleared", attrs.join(", ")),
         };
-        println!(
+        say!(
             "  write mapped assets to family {family} (assets deleted in the DAM are {on_delete} in the PIM)"
         );
     }
-    println!(
+    say!(
         "  upsert at most {} assets per PIM call, {} calls at once",
-        akeneo.limits.batch_max_items, akeneo.limits.max_in_flight
+        akeneo.limits.batch_max_items,
+        akeneo.limits.max_in_flight
     );
     Ok(if errors == 0 {
         ExitCode::SUCCESS
     } else {
-        println!("Fix the errors above before running `dam-sync serve`.");
+        say!("Fix the errors above before running `dam-sync serve`.");
         ExitCode::from(1)
     })
 }

@@ -14,6 +14,8 @@ use crate::input::parse_assets;
 pub struct Failure {
     pub message: String,
     pub exit_code: u8,
+    /// The underlying error's whole chain (SDK, HTTP), printed with `-v` only.
+    pub detail: Option<String>,
 }
 
 impl Failure {
@@ -22,6 +24,7 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code: 2,
+            detail: None,
         }
     }
 
@@ -29,21 +32,56 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code: 1,
+            detail: None,
         }
     }
 
-    /// Turns a PIM error into a sentence that says what to check.
+    /// Keeps `error`'s chain for `-v`.
+    pub fn caused_by(mut self, error: &(dyn std::error::Error + 'static)) -> Self {
+        self.detail = Some(shared::net::chain(error));
+        self
+    }
+
+    /// Turns a PIM error into a sentence that says what to check. Wrong credentials, rights or
+    /// address are settings to fix (exit 2, as other settings errors); an outage is not (1).
     fn pim(config: &AkeneoConfig, error: AkeneoError) -> Self {
-        let hint = match &error {
-            AkeneoError::Unreachable { .. } | AkeneoError::Timeout(_) => {
-                format!("check AKENEO_BASE_URL ({}) and that the PIM is reachable from here", config.base_url)
-            }
-            AkeneoError::Credentials(_) => "check AKENEO_CLIENT_ID, AKENEO_CLIENT_SECRET, AKENEO_USERNAME and AKENEO_PASSWORD (Connect > Connection settings in the PIM)".into(),
-            AkeneoError::Http { status: 403, .. } => "give the Connection's user role the Asset Manager permissions".into(),
-            AkeneoError::Http { status: 404, .. } => format!("check that {} is an Akeneo PIM with the Asset Manager", config.base_url),
-            _ => "retry later; if it persists, check the PIM's status".into(),
+        let (hint, settings) = match &error {
+            AkeneoError::Unreachable { .. } | AkeneoError::Timeout(_) => (
+                format!(
+                    "check AKENEO_BASE_URL ({}) and that the PIM is reachable from here",
+                    config.base_url
+                ),
+                false,
+            ),
+            AkeneoError::Credentials(_) => (
+                "check AKENEO_CLIENT_ID, AKENEO_CLIENT_SECRET, AKENEO_USERNAME and \
+                 AKENEO_PASSWORD (Connect > Connection settings in the PIM)"
+                    .into(),
+                true,
+            ),
+            AkeneoError::Http { status: 403, .. } => (
+                "give the Connection's user role the Asset Manager permissions".into(),
+                true,
+            ),
+            AkeneoError::Http { status: 404, .. } => (
+                format!(
+                    "check that {} is an Akeneo PIM with the Asset Manager",
+                    config.base_url
+                ),
+                true,
+            ),
+            _ => (
+                "retry later; if it persists, check the PIM's status".into(),
+                false,
+            ),
         };
-        Failure::runtime(format!("{error}; {hint}"))
+        let message = format!("{error}; {hint}");
+        let failure = if settings {
+            Failure::input(message)
+        } else {
+            Failure::runtime(message)
+        };
+        failure.caused_by(&error)
     }
 }
 
@@ -60,13 +98,13 @@ pub async fn check(timeout_secs: u64) -> Result<ExitCode, Failure> {
         .authenticate(deadline)
         .await
         .map_err(|e| Failure::pim(&config, e))?;
-    println!("Connected to {} as {}.", config.base_url, config.username);
+    say!("Connected to {} as {}.", config.base_url, config.username);
     let families = client
         .list_families(deadline)
         .await
         .map_err(|e| Failure::pim(&config, e))?;
     if families.is_empty() {
-        println!("The PIM has no asset family yet: create one before syncing.");
+        say!("The PIM has no asset family yet: create one before syncing.");
     }
     for family in families {
         let attributes = client
@@ -74,7 +112,7 @@ pub async fn check(timeout_secs: u64) -> Result<ExitCode, Failure> {
             .await
             .map_err(|e| Failure::pim(&config, e))?
             .unwrap_or_default();
-        println!("{} ({} attributes)", family.code, attributes.len());
+        say!("{} ({} attributes)", family.code, attributes.len());
         for a in attributes {
             let mut flags = vec![type_name(a.kind).to_string()];
             if a.value_per_locale {
@@ -83,7 +121,7 @@ pub async fn check(timeout_secs: u64) -> Result<ExitCode, Failure> {
             if a.value_per_channel {
                 flags.push("per channel".into());
             }
-            println!("  {} [{}]", a.code, flags.join(", "));
+            say!("  {} [{}]", a.code, flags.join(", "));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -100,7 +138,7 @@ pub async fn upsert(family: &str, file: &Path, timeout_secs: u64) -> Result<Exit
     match client.get_family(family, deadline).await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            return Err(Failure::runtime(format!(
+            return Err(Failure::input(format!(
                 "asset family \"{family}\" does not exist in the PIM at {} (codes are case sensitive; `dam-sync pim check` lists them); nothing was sent",
                 config.base_url
             )));
@@ -116,10 +154,10 @@ pub async fn upsert(family: &str, file: &Path, timeout_secs: u64) -> Result<Exit
         } else {
             ""
         };
-        println!("failed {}: {}{retry}", assets[*i].code, failure.reason());
+        say!("failed {}: {}{retry}", assets[*i].code, failure.reason());
     }
     let calls = client.call_counts();
-    println!(
+    say!(
         "{} created, {} updated, {} failed ({} assets, {} PIM calls, {} throttled)",
         report.created(),
         report.updated(),

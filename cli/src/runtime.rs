@@ -84,30 +84,27 @@ impl Runtime {
     pub fn build(config: &Config) -> Result<Runtime, Failure> {
         let raw = &config.raw;
         let visibility = Duration::from_secs(raw.consumer.visibility_timeout_secs);
-        let akeneo = config.akeneo().map_err(|e| Failure::input(e.to_string()))?;
+        let settings = config
+            .validate()
+            .map_err(|e| Failure::input(e.to_string()))?;
+        let akeneo = settings.akeneo;
         let store = SqliteStore::open(config.store_path())
-            .map_err(|e| Failure::input(e.to_string()))?
+            .map_err(|e| Failure::input(format!("{e} ([store] path in {})", config.file)))?
             .with_queue_settings(QueueSettings {
                 visibility_timeout: visibility,
                 max_receives: raw.consumer.max_receives,
             })
             .with_structure_ttl(akeneo.limits.structure_ttl);
-        let mapping = Arc::new(
-            config
-                .mapping()
-                .map_err(|e| Failure::input(e.to_string()))?,
-        );
-        let source = config.source().map_err(|e| Failure::input(e.to_string()))?;
-        let ingest_config = config.ingest().map_err(|e| Failure::input(e.to_string()))?;
-        let poller_settings = config.poller().map_err(|e| Failure::input(e.to_string()))?;
+        let mapping = Arc::new(settings.mapping);
+        let source = settings.source;
+        let ingest_config = settings.ingest;
+        let poller_settings = settings.poller;
 
         let pim = Arc::new(
             AkeneoClient::with_structure_store(akeneo, Arc::new(store.clone()))
                 .map_err(|e| setup(config, "PIM client", e))?,
         );
-        let mut tuning = config
-            .consumer()
-            .map_err(|e| Failure::input(e.to_string()))?;
+        let mut tuning = settings.consumer;
         // The batch must end well inside the visibility timeout, or it is delivered twice.
         tuning.safety_margin = tuning.safety_margin.min(visibility / 4);
         let consumer = Consumer::new(
@@ -202,6 +199,7 @@ impl Runtime {
         if received.is_empty() {
             return Ok(0);
         }
+        let calls_before = self.pim.call_counts().calls;
         let deadline = Instant::now() + self.visibility;
         let messages = received
             .iter()
@@ -265,19 +263,21 @@ impl Runtime {
             )
             .await;
         }
+        // The one line per batch `serve` shows by default.
         tracing::info!(
-            messages = received.len(),
-            synced = outcome.report.synced,
-            stale = outcome.report.stale,
-            retried = outcome.retry.len(),
-            dead_lettered = outcome.dead_lettered.len(),
-            "Batch processed."
+            "batch: {} messages, {} applied, {retried} retried, {} parked, {} PIM calls",
+            received.len(),
+            outcome.report.synced,
+            outcome.dead_lettered.len(),
+            self.pim.call_counts().calls.saturating_sub(calls_before),
         );
         Ok(received.len())
     }
 
+    /// Records an error for `dam-sync status`. Not logged again: the library logged it where
+    /// it happened (the poller's error line, the consumer's per-message warning).
     async fn note(&self, source: &str, message: &str) {
-        tracing::warn!(source, error = message, "Recorded for `dam-sync status`.");
+        tracing::debug!(source, error = message, "Recorded for `dam-sync status`.");
         if let Err(e) = self.store.record_error(source, message).await {
             tracing::warn!(error = %e, "Could not record the error for `dam-sync status`.");
         }
@@ -292,11 +292,14 @@ impl Runtime {
             .max(Duration::from_secs(60));
         let deadline = now + budget + self.poller.settings().deadline_margin;
         match self.poller.run(now, deadline).await {
+            // The one line per poll `serve` shows by default.
             Ok(report) => tracing::info!(
-                enqueued = report.events_enqueued,
-                pages = report.pages,
-                stop = ?report.stop,
-                "Poll finished."
+                "poll: {} changes listed, {} queued ({} already applied), {} pages, {:?}",
+                report.events_enqueued + report.already_applied,
+                report.events_enqueued,
+                report.already_applied,
+                report.pages,
+                report.stop,
             ),
             Err(e) => self.note("poller", &e.to_string()).await,
         }
@@ -326,6 +329,7 @@ impl Runtime {
         let stored = match CursorStore::get(&self.store, &self.sweep_settings.name).await {
             Ok(stored) => stored,
             Err(e) => {
+                tracing::warn!(error = %e, "Sweep position unreadable; the sweep waits an interval.");
                 self.note("sweep", &e.to_string()).await;
                 return every;
             }
@@ -376,7 +380,10 @@ impl Runtime {
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => self.note("queue", &e.to_string()).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Queue unavailable; the consumer tries again.");
+                    self.note("queue", &e.to_string()).await;
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {
@@ -477,31 +484,34 @@ pub async fn shutdown_signal() {
 pub async fn serve(path: &std::path::Path) -> Result<std::process::ExitCode, Failure> {
     let config = Config::load(path).map_err(|e| Failure::input(e.to_string()))?;
     let runtime = Arc::new(Runtime::build(&config)?);
-    let listen = config.raw.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        Failure::input(format!(
-            "cannot listen on {listen} ([server] listen in {}): {e}",
-            config.file
-        ))
-    })?;
+    let listen = &config.raw.server.listen;
+    // A host name is resolved here, so `localhost:8080` works as well as an address.
+    let listener = tokio::net::TcpListener::bind(listen.as_str())
+        .await
+        .map_err(|e| {
+            Failure::input(format!(
+                "cannot listen on {listen} ([server] listen in {}): {e}",
+                config.file
+            ))
+        })?;
     let local = listener
         .local_addr()
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    println!(
+    say!(
         "dam-sync serving webhooks on http://{local}/webhooks/{{dam}}, store {}",
         runtime.store.path().display()
     );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
-        println!("Stopping: finishing the batch and poll in progress...");
+        say!("Stopping: finishing the batch and poll in progress...");
         let _ = tx.send(true);
     });
     runtime
         .run(listener, rx)
         .await
         .map_err(|e| Failure::runtime(format!("HTTP server failed: {e}")))?;
-    println!("Stopped.");
+    say!("Stopped.");
     Ok(std::process::ExitCode::SUCCESS)
 }
 

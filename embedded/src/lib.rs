@@ -56,6 +56,27 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Why the store file cannot be opened for writing, and what to do.
+fn open_problem(kind: std::io::ErrorKind, path: &Path) -> String {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::IsADirectory => format!(
+            "is a directory, not a file; point --store / [store] path at a file inside it, e.g. {}",
+            path.join("state.db").display()
+        ),
+        ErrorKind::PermissionDenied => "permission denied: the user running dam-sync cannot \
+             read and write it; fix its owner or mode (chmod u+rw) or choose another path"
+            .into(),
+        ErrorKind::ReadOnlyFilesystem => {
+            "on a read-only file system; choose a path on a writable volume".into()
+        }
+        ErrorKind::NotFound => {
+            "its directory does not exist; create it or change [store] path".into()
+        }
+        other => format!("cannot open it for writing ({other}); check the path and its directory"),
+    }
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating the file and its tables when missing (the parent
     /// directory must exist).
@@ -91,6 +112,28 @@ impl SqliteStore {
                 parent.display()
             )));
         }
+        // SQLite says "unable to open database file" for every one of these; the file system
+        // tells them apart.
+        if path.is_dir() {
+            return Err(fail(open_problem(std::io::ErrorKind::IsADirectory, path)));
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| {
+                let read_only = path.metadata().is_ok_and(|m| m.permissions().readonly());
+                fail(
+                    if read_only && e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "the file is read-only; make it writable (chmod u+w) or choose another path"
+                            .into()
+                    } else {
+                        open_problem(e.kind(), path)
+                    },
+                )
+            })?;
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -167,4 +210,43 @@ impl SqliteStore {
 
 fn random_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn a_directory_or_a_missing_folder_is_named_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SqliteStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "SQLite store {}: is a directory",
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        let e = SqliteStore::open_existing(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let missing = dir.path().join("nope").join("state.db");
+        let e = SqliteStore::open(&missing).unwrap_err().to_string();
+        assert!(e.contains("does not exist; create it"), "{e}");
+    }
+
+    #[test]
+    fn permission_and_read_only_problems_say_what_to_do() {
+        // Run as root, chmod does not refuse: the file system's answers are checked directly.
+        let p = Path::new("/srv/state.db");
+        assert!(open_problem(ErrorKind::PermissionDenied, p).starts_with("permission denied"));
+        assert!(
+            open_problem(ErrorKind::ReadOnlyFilesystem, p)
+                .starts_with("on a read-only file system")
+        );
+        assert!(open_problem(ErrorKind::NotFound, p).contains("directory does not exist"));
+    }
 }

@@ -1,7 +1,7 @@
 //! What the AWS adapters share: one answer to "is this failed call worth retrying?", so the SQS
 //! and DynamoDB adapters cannot drift apart.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 /// The SDK's raw HTTP response. Every service crate re-exports this same smithy type, so one
 /// classifier serves them all.
@@ -44,14 +44,46 @@ pub fn is_retriable_service_error(code: &str, status: u16) -> bool {
     code.contains("Throttl") || RETRIABLE.contains(&code) || status >= 500
 }
 
-/// A failed call as a port's error: the variant [`is_retriable_error`] picks, with the error's
-/// whole chain as the message (what the logs show) and the SDK error kept as the source.
+/// A failed call in one short line: the service's error code and message, or the network
+/// cause class. The SDK's Debug-heavy chain stays in the source, for `-v` and debug logs.
+pub fn short_message<E: OperationError>(error: &SdkError<E, HttpResponse>) -> String {
+    match error {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let status = service.raw().status().as_u16();
+            // The separator follows, so a message's own full stop is dropped.
+            match (e.code(), e.message().map(|m| m.trim_end_matches('.'))) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                (None, Some(message)) => format!("HTTP {status}: {message}"),
+                (None, None) => format!("HTTP {status}"),
+            }
+        }
+        SdkError::TimeoutError(_) => "timed out".into(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => "timed out".into(),
+        // The request is signed before it is sent: without credentials it fails here, after
+        // the provider chain tried (and failed) each source, instance metadata last.
+        SdkError::DispatchFailure(_)
+            if crate::net::chain(error)
+                .to_ascii_lowercase()
+                .contains("credential") =>
+        {
+            "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+             AWS_PROFILE)"
+                .into()
+        }
+        _ => crate::net::cause(error).to_string(),
+    }
+}
+
+/// A failed call as a port's error: the variant [`is_retriable_error`] picks, with a short
+/// message ([`short_message`]) and the SDK error kept as the source.
 pub(crate) fn classify<E: OperationError, T>(
     error: SdkError<E, HttpResponse>,
     transient: ErrorVariant<T>,
     permanent: ErrorVariant<T>,
 ) -> T {
-    let message = DisplayErrorContext(&error).to_string();
+    let message = short_message(&error);
     port_error(
         is_retriable_error(&error),
         message,
@@ -116,6 +148,10 @@ mod tests {
         let (retriable, message, source) = failure(Error::construction_failure("no table name"));
         assert!(!retriable);
         assert!(message.contains("no table name"), "{message}");
+        let (_, message, _) = failure(Error::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        )));
+        assert_eq!(message, "connection refused (nothing listens there)");
         assert!(source.unwrap().is::<Error>());
         assert!(failure(Error::timeout_error("read timed out")).0);
     }

@@ -18,6 +18,7 @@ pub mod consumer;
 pub mod dam;
 pub mod ingest;
 pub mod mapping;
+pub mod net;
 pub mod observability;
 pub mod poller;
 pub mod queue;

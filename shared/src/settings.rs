@@ -43,6 +43,47 @@ pub enum SettingError {
     },
     #[error("{0}")]
     Other(String),
+    /// Several problems, reported together so one run shows them all.
+    #[error("{} settings need fixing:{}", .0.len(), .0.iter().map(|e| format!("\n  {e}")).collect::<String>())]
+    Several(Vec<SettingError>),
+}
+
+/// Collects every problem of a group of settings instead of stopping at the first.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<SettingError>);
+
+impl Problems {
+    /// The value, or `None` with its error kept.
+    pub fn take<T>(&mut self, result: Result<T, SettingError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(e);
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, error: SettingError) {
+        match error {
+            SettingError::Several(all) => self.0.extend(all),
+            one => self.0.push(one),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when nothing was wrong, else one error listing every problem.
+    pub fn finish(self) -> Result<(), SettingError> {
+        let mut all = self.0;
+        match all.len() {
+            0 => Ok(()),
+            1 => Err(all.remove(0)),
+            _ => Err(SettingError::Several(all)),
+        }
+    }
 }
 
 impl SettingError {
@@ -79,6 +120,9 @@ impl SettingError {
                 value,
                 reason,
             },
+            SettingError::Several(all) => {
+                SettingError::Several(all.into_iter().map(|e| e.at(origin)).collect())
+            }
             other => other,
         }
     }
@@ -87,7 +131,7 @@ impl SettingError {
     pub fn name(&self) -> Option<&str> {
         match self {
             SettingError::Missing { name, .. } | SettingError::Invalid { name, .. } => Some(name),
-            SettingError::Other(_) => None,
+            SettingError::Other(_) | SettingError::Several(_) => None,
         }
     }
 }
@@ -483,6 +527,30 @@ pub(crate) mod tests {
             .unwrap_err();
         assert_eq!(e.name(), Some("EX_COUNT"));
         assert!(e.to_string().contains("\"7x\""), "{e}");
+    }
+
+    #[test]
+    fn several_problems_are_reported_together_each_named_at_its_origin() {
+        let mut problems = Problems::default();
+        assert_eq!(problems.take(Ok::<_, SettingError>(1)), Some(1));
+        problems.take(Err::<(), _>(SettingError::missing("client_id", "copy it")));
+        problems.push(SettingError::invalid(
+            "timeout_ms",
+            0,
+            "must be greater than zero",
+        ));
+        let e = problems.finish().unwrap_err().at(Origin::Env("AKENEO_"));
+        let text = e.to_string();
+        assert!(text.starts_with("2 settings need fixing:"), "{text}");
+        assert!(
+            text.contains("\n  AKENEO_CLIENT_ID is not set: copy it"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  AKENEO_TIMEOUT_MS has an invalid value"),
+            "{text}"
+        );
+        assert!(Problems::default().finish().is_ok());
     }
 
     #[test]

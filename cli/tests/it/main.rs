@@ -2,6 +2,8 @@
 
 mod common;
 mod demo;
+mod help;
+mod messages;
 mod operator_commands;
 mod pim_commands;
 mod serve;

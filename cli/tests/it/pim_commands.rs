@@ -64,7 +64,8 @@ async fn check_explains_wrong_credentials_in_one_line() {
     let sim = pim().await;
     let out = dam_sync(&sim, &["pim", "check"], &[("AKENEO_PASSWORD", "nope")]).await;
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    // A settings error, as a malformed URL or an unset variable.
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("refused the credentials") && stderr.contains("AKENEO_PASSWORD"),
@@ -228,13 +229,53 @@ async fn upsert_refuses_an_unknown_family_in_one_line() {
     )
     .await;
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("asset family \"Packshot\" does not exist"),
         "{stderr}"
     );
     assert_eq!(sim.stats().calls_to(BULK_PATCH), 0);
+}
+
+#[tokio::test]
+async fn upsert_exits_2_on_wrong_credentials() {
+    let sim = pim().await;
+    let f = file(&asset_line("a", "en_US"));
+    let path = f.path().to_str().unwrap();
+    let out = dam_sync(
+        &sim,
+        &["pim", "upsert", "--family", "packshot", path],
+        &[("AKENEO_PASSWORD", "nope")],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the PIM refused the credentials") && stderr.contains("AKENEO_PASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_pim_host_is_named_as_a_dns_failure() {
+    let sim = pim().await;
+    let out = dam_sync(
+        &sim,
+        &["pim", "check"],
+        &[("AKENEO_BASE_URL", "http://dam-sync-test.invalid")],
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot reach the PIM at http://dam-sync-test.invalid: DNS lookup failed (unknown \
+             host); check AKENEO_BASE_URL"
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -139,55 +139,87 @@ impl AkeneoConfig {
             settings::required_text(key, value, hint).map(str::to_owned)
         };
         let connection = "copy it from the PIM's Connection settings";
-        let raw_url = required(
-            "base_url",
-            &raw.base_url,
-            "set it to your PIM's address, e.g. https://my-pim.cloud.akeneo.com",
-        )?;
-        let base_url = parse_base_url(&raw_url)?;
-        let client_id = required("client_id", &raw.client_id, connection)?;
-        let client_secret = Secret::require(&raw.client_secret, "client_secret", connection)?;
-        let username = required(
+        // Every problem at once: a user fixing four unset variables needs one run, not four.
+        let mut problems = settings::Problems::default();
+        let base_url = problems
+            .take(required(
+                "base_url",
+                &raw.base_url,
+                "set it to your PIM's address, e.g. https://my-pim.cloud.akeneo.com",
+            ))
+            .and_then(|raw_url| problems.take(parse_base_url(&raw_url)));
+        let client_id = problems.take(required("client_id", &raw.client_id, connection));
+        let client_secret = problems.take(Secret::require(
+            &raw.client_secret,
+            "client_secret",
+            connection,
+        ));
+        let username = problems.take(required(
             "username",
             &raw.username,
             "use the Connection's API username",
-        )?;
-        let password = Secret::require(
+        ));
+        let password = problems.take(Secret::require(
             &raw.password,
             "password",
             "use the Connection's API password",
-        )?;
+        ));
 
         let mut limits = Limits::default();
-        if let Some(v) = raw.max_in_flight {
-            limits.max_in_flight = positive("max_in_flight", v)?;
+        if let Some(v) = raw
+            .max_in_flight
+            .and_then(|v| problems.take(positive("max_in_flight", v)))
+        {
+            limits.max_in_flight = v;
         }
         if let Some(v) = raw.requests_per_second {
             limits.requests_per_second = (v > 0).then_some(v);
         }
-        if let Some(v) = raw.option_writes_per_second {
-            limits.option_writes_per_second = positive("option_writes_per_second", v)?;
+        if let Some(v) = raw
+            .option_writes_per_second
+            .and_then(|v| problems.take(positive("option_writes_per_second", v)))
+        {
+            limits.option_writes_per_second = v;
         }
-        if let Some(v) = raw.timeout_ms {
-            limits.request_timeout = Duration::from_millis(positive("timeout_ms", v)?);
+        if let Some(v) = raw
+            .timeout_ms
+            .and_then(|v| problems.take(positive("timeout_ms", v)))
+        {
+            limits.request_timeout = Duration::from_millis(v);
         }
-        if let Some(v) = raw.batch_max_bytes {
-            limits.batch_max_bytes = positive("batch_max_bytes", v)?;
+        if let Some(v) = raw
+            .batch_max_bytes
+            .and_then(|v| problems.take(positive("batch_max_bytes", v)))
+        {
+            limits.batch_max_bytes = v;
         }
         if let Some(v) = raw.batch_max_items {
             if v == 0 || v > MAX_ASSETS_PER_PATCH {
-                return Err(SettingError::invalid(
+                problems.push(SettingError::invalid(
                     "batch_max_items",
                     v,
                     format!("must be 1 to {MAX_ASSETS_PER_PATCH} (Akeneo answers 413 above)"),
                 ));
+            } else {
+                limits.batch_max_items = v;
             }
-            limits.batch_max_items = v;
         }
-        if let Some(v) = raw.max_attempts {
-            limits.retry.max_attempts = positive("max_attempts", v)?;
+        if let Some(v) = raw
+            .max_attempts
+            .and_then(|v| problems.take(positive("max_attempts", v)))
+        {
+            limits.retry.max_attempts = v;
         }
 
+        let (Some(base_url), Some(client_id), Some(client_secret), Some(username), Some(password)) =
+            (base_url, client_id, client_secret, username, password)
+        else {
+            return Err(problems
+                .finish()
+                .err()
+                .unwrap_or_else(|| SettingError::Other("the PIM settings are incomplete".into())));
+        };
+        problems.finish()?;
         Ok(AkeneoConfig {
             base_url,
             client_id,
@@ -281,6 +313,22 @@ mod tests {
             err.to_string().starts_with("AKENEO_PASSWORD is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn names_every_missing_variable_in_one_error() {
+        let only_url = &BASE[..1];
+        let err = AkeneoConfig::from_lookup(env(only_url)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("4 settings need fixing:"), "{text}");
+        for name in [
+            "AKENEO_CLIENT_ID",
+            "AKENEO_CLIENT_SECRET",
+            "AKENEO_USERNAME",
+            "AKENEO_PASSWORD",
+        ] {
+            assert!(text.contains(&format!("\n  {name} is not set: ")), "{text}");
+        }
     }
 
     #[test]

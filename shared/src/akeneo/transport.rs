@@ -370,7 +370,7 @@ impl Transport {
             Err(e) if e.is_connect() || e.is_request() || e.is_body() => Ok(Attempt::Retry {
                 error: AkeneoError::Unreachable {
                     url: origin(&call.url),
-                    reason: root_cause(&e),
+                    reason: crate::net::cause(&e).to_string(),
                     source: e,
                 },
                 retry_after: None,

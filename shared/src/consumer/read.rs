@@ -75,7 +75,9 @@ impl Consumer {
                     // An unreachable or refusing DAM is infrastructure: redeliver, and let
                     // the queue's redrive policy bound the attempts.
                     Ok(Err(error)) => {
-                        tracing::warn!(%error, ?dam, "DAM fetch failed.");
+                        // Debug only: each message's "Left for redelivery" warning carries
+                        // this error, so it is logged once per message, not twice.
+                        tracing::debug!(%error, ?dam, "DAM fetch failed.");
                         for &idx in chunk {
                             batch.settle(idx, Fate::Retry(error.to_string()));
                         }

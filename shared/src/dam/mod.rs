@@ -258,8 +258,9 @@ pub enum DamError {
     RateLimited { retry_after: Option<Duration> },
     #[error("DAM temporarily unavailable: {0}")]
     Transient(String),
-    /// Timeouts, refused connections, cut bodies: worth a retry.
-    #[error("DAM temporarily unavailable: request failed: {0}")]
+    /// Timeouts, refused connections, unknown hosts, cut bodies: worth a retry. Says the
+    /// cause class and the host; the full chain stays the source.
+    #[error("cannot reach the DAM at {}: {}", .0.url().and_then(|u| u.host_str()).unwrap_or("?"), crate::net::cause(.0))]
     Network(#[source] reqwest::Error),
     #[error("DAM request failed: {0}")]
     Permanent(String),

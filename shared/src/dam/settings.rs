@@ -175,33 +175,54 @@ impl DamSettings {
     /// The DAM's API client. Errors name keys by field (`api_token`): the caller renames them
     /// with [`SettingError::at`] for its front.
     pub fn source(&self) -> Result<Arc<dyn AssetSource>, SettingError> {
+        // Every missing key at once, not one per run.
+        let mut problems = settings::Problems::default();
         let built = match self {
             DamSettings::Generic(g) => {
-                let url = url(
-                    "api_url",
-                    required("api_url", &g.api_url, "the DAM's contract base")?,
-                )?;
-                let token = Secret::require(&g.api_token, "api_token", "the DAM's bearer token")?;
+                let url = problems
+                    .take(required("api_url", &g.api_url, "the DAM's contract base"))
+                    .and_then(|raw| problems.take(url("api_url", raw)));
+                let token = problems.take(Secret::require(
+                    &g.api_token,
+                    "api_token",
+                    "the DAM's bearer token",
+                ));
+                let (Some(url), Some(token)) = (url, token) else {
+                    return Err(incomplete(problems));
+                };
                 GenericApi::new(GenericApiSettings::new(url, token))
                     .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
             }
             DamSettings::Cloudinary(c) => {
                 let hint = "copy it from the Cloudinary console (Settings > API Keys)";
-                let mut api = CloudinaryApiSettings::new(
-                    required("cloud_name", &c.cloud_name, hint)?.to_owned(),
-                    required("api_key", &c.api_key, hint)?.to_owned(),
-                    Secret::require(&c.api_secret, "api_secret", hint)?,
-                );
-                if let Some(base) = &c.api_base {
-                    api.api_base = url("api_base", base)?;
+                let cloud = problems.take(required("cloud_name", &c.cloud_name, hint));
+                let key = problems.take(required("api_key", &c.api_key, hint));
+                let secret = problems.take(Secret::require(&c.api_secret, "api_secret", hint));
+                let base = c
+                    .api_base
+                    .as_ref()
+                    .and_then(|b| problems.take(url("api_base", b)));
+                let (Some(cloud), Some(key), Some(secret), true) =
+                    (cloud, key, secret, problems.is_empty())
+                else {
+                    return Err(incomplete(problems));
+                };
+                let mut api = CloudinaryApiSettings::new(cloud.to_owned(), key.to_owned(), secret);
+                if let Some(base) = base {
+                    api.api_base = base;
                 }
                 api.min_remaining = c.poll_reserve.unwrap_or(DEFAULT_CLOUDINARY_POLL_RESERVE);
                 CloudinaryApi::new(api).map(|a| Arc::new(a) as Arc<dyn AssetSource>)
             }
             DamSettings::Bynder(b) => {
                 let hint = "the portal address and a permanent token (Settings > Permanent tokens)";
-                let url = url("portal_url", required("portal_url", &b.portal_url, hint)?)?;
-                let token = Secret::require(&b.token, "token", hint)?;
+                let url = problems
+                    .take(required("portal_url", &b.portal_url, hint))
+                    .and_then(|raw| problems.take(url("portal_url", raw)));
+                let token = problems.take(Secret::require(&b.token, "token", hint));
+                let (Some(url), Some(token)) = (url, token) else {
+                    return Err(incomplete(problems));
+                };
                 BynderApi::new(BynderApiSettings::new(url, token))
                     .map(|a| Arc::new(a) as Arc<dyn AssetSource>)
             }
@@ -220,13 +241,20 @@ impl DamSettings {
         let secrets = g
             .webhook_secrets
             .iter()
-            .map(|s| {
-                let secret = Secret::require(&Some(s.clone()), "webhook_secrets", "")?;
+            .enumerate()
+            .map(|(i, s)| {
+                let hint = "copy the signing secret the DAM shows (whsec_...)";
+                let secret = Secret::require(&Some(s.clone()), "webhook_secrets", hint)?;
                 SigningSecret::parse(secret.expose_secret()).map_err(|reason| {
+                    // The value is a secret: only its position is shown.
                     SettingError::invalid(
                         "webhook_secrets",
-                        "(hidden)",
-                        format!("{reason}; copy the secret the DAM shows, starting with whsec_"),
+                        format!("entry {} of {}, hidden", i + 1, g.webhook_secrets.len()),
+                        format!(
+                            "{reason}; expected a Standard Webhooks secret, whsec_ followed by \
+                             base64 (e.g. whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw), as the DAM \
+                             shows it"
+                        ),
                     )
                 })
             })
@@ -283,6 +311,14 @@ impl DamSettings {
     }
 }
 
+/// The collected problems of settings found incomplete.
+fn incomplete(problems: settings::Problems) -> SettingError {
+    problems
+        .finish()
+        .err()
+        .unwrap_or_else(|| SettingError::Other("the DAM settings are incomplete".into()))
+}
+
 /// `get`, falling back to the names of earlier releases.
 fn with_legacy(get: &dyn Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
     move |name: &str| get(name).or_else(|| legacy(name).and_then(get))
@@ -303,6 +339,45 @@ mod tests {
     use super::*;
     use crate::dam::bynder::sns::check_sns_url;
     use crate::settings::tests::vars;
+
+    #[test]
+    fn a_bad_webhook_secret_names_its_key_and_the_expected_form() {
+        let table: DamSettings = toml::from_str(
+            "kind = 'generic'\nwebhook_secrets = ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'not base64!']",
+        )
+        .unwrap();
+        let e = table.generic_webhook().unwrap_err().at(Origin::File("dam"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("[dam] webhook_secrets has an invalid value \"entry 2 of 2, hidden\""),
+            "{text}"
+        );
+        assert!(text.contains("whsec_ followed by base64"), "{text}");
+        assert!(
+            !text.contains("not base64!"),
+            "the secret is not echoed: {text}"
+        );
+        let env = DamSettings::from_lookup(vars(&[("GENERIC_WEBHOOK_SECRETS", "nope!")])).unwrap();
+        let e = env.generic_webhook().unwrap_err().at(env.env_origin());
+        assert!(
+            e.to_string()
+                .starts_with("GENERIC_WEBHOOK_SECRETS has an invalid value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_missing_api_key_is_named_at_once() {
+        let table: DamSettings = toml::from_str("kind = 'cloudinary'").unwrap();
+        let text = match table.source() {
+            Ok(_) => panic!("built a client without its keys"),
+            Err(e) => e.at(Origin::File("dam")).to_string(),
+        };
+        assert!(text.starts_with("3 settings need fixing:"), "{text}");
+        for key in ["cloud_name", "api_key", "api_secret"] {
+            assert!(text.contains(&format!("[dam] {key} is not set")), "{text}");
+        }
+    }
 
     #[test]
     fn the_file_table_and_the_variables_give_the_same_settings() {

@@ -16,8 +16,9 @@ use crate::dam::ChangeEvent;
 
 pub mod sqs;
 
-/// A failure of the queue: what happened (for an SDK error, its whole chain, so the logs show
-/// it) and the error underneath, when there is one (SDK, SQLite, serde).
+/// A failure of the queue: what happened in one short line (for an SDK error, its code and
+/// message or the network cause) and the error underneath, when there is one (SDK, SQLite,
+/// serde), with the whole detail.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Throttling, timeouts, a partial batch that kept failing: trying later may work.

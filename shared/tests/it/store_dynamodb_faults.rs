@@ -196,9 +196,20 @@ async fn throttling_and_server_errors_are_retriable_validation_is_not() {
         (400, service_error("ConditionalCheckFailedException")),
     ])
     .await;
-    for expected_retriable in [true, true, true, false, false] {
+    for (expected_retriable, code) in [
+        (true, "ProvisionedThroughputExceededException"),
+        (true, "ThrottlingException"),
+        (true, "InternalServerError"),
+        (false, "ValidationException"),
+        (false, "ResourceNotFoundException"),
+    ] {
         let error = store.record_applied(&state).await.unwrap_err();
         assert_eq!(error.is_retriable(), expected_retriable, "{error:?}");
+        // One short line: the service's code and message, not the SDK's Debug dump.
+        assert!(
+            error.to_string().ends_with(&format!(": {code}: scripted")),
+            "{error}"
+        );
     }
     assert_eq!(store.record_applied(&state).await.unwrap(), Applied::Stale);
 }

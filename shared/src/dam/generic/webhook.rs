@@ -47,7 +47,7 @@ impl SigningSecret {
         let encoded = encoded.strip_prefix(SECRET_PREFIX).unwrap_or(encoded);
         let key = STANDARD
             .decode(encoded)
-            .map_err(|_| "webhook secret is not whsec_<base64>".to_owned())?;
+            .map_err(|_| "not valid base64 after whsec_".to_owned())?;
         if key.is_empty() {
             return Err("webhook secret is empty".into());
         }
