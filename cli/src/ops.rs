@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use embedded_store::SqliteStore;
@@ -49,7 +48,7 @@ enum Target {
 
 /// AWS clients that give up quickly: an operator waits at the terminal.
 async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    shared::https::aws_config_loader()
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))

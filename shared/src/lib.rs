@@ -16,6 +16,7 @@ pub mod akeneo;
 pub mod aws;
 pub mod consumer;
 pub mod dam;
+pub mod https;
 pub mod ingest;
 pub mod mapping;
 pub mod net;

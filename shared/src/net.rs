@@ -137,7 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_real_unknown_host_and_a_closed_port_are_told_apart() {
-        let client = reqwest::Client::new();
+        let client = crate::https::client_builder().build().unwrap();
         let dns = client
             .get("http://dam-sync-test.invalid/")
             .send()

@@ -153,7 +153,7 @@ pub async fn moto_config() -> aws_config::SdkConfig {
          AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
     );
     turns::wait_for_moto().await;
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    shared::https::aws_config_loader()
         .region(aws_config::Region::new(
             std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
         ))
@@ -256,4 +256,11 @@ pub async fn serve_ingest(service: std::sync::Arc<shared::ingest::IngestService>
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{addr}")
+}
+
+/// An HTTP client for the tests' own calls to the simulators (the TLS provider installed).
+pub fn http() -> reqwest::Client {
+    shared::https::client_builder()
+        .build()
+        .expect("HTTP client")
 }

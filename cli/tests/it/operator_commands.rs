@@ -174,7 +174,7 @@ async fn moto() -> aws_config::SdkConfig {
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: these tests need a moto server (see .ci/run)"
     );
-    aws_config::load_from_env().await
+    shared::https::aws_config_from_env().await
 }
 
 #[tokio::test]

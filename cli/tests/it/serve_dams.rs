@@ -176,7 +176,7 @@ impl Relay {
     async fn start(target: &str) -> Relay {
         let state = Arc::new(RelayState {
             target: target.to_owned(),
-            http: reqwest::Client::new(),
+            http: shared::https::client_builder().build().unwrap(),
             losing: AtomicBool::new(false),
             lost: AtomicU64::new(0),
             answers: Default::default(),

@@ -17,7 +17,7 @@ use shared::store::dynamodb::{DynamoStore, DynamoStructureStore};
 async fn main() -> Result<(), Error> {
     shared::observability::init_logging();
     // Credentials come from the secrets named by SECRETS_ARN, the rest from the environment.
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::https::aws_config_from_env().await;
     let env = |name: &str| std::env::var(name).ok();
     let secrets = SecretSettings::load(&aws, env).await?;
     let settings = Settings::from_lookup(|n| secrets.lookup(env, n), Mapping::default_path())?;

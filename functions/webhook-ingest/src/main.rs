@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     // Info by default, so rejections and their reasons are logged.
     shared::observability::init_logging();
 
-    let aws = aws_config::load_from_env().await;
+    let aws = shared::https::aws_config_from_env().await;
     let settings = webhook_ingest::load_config(&aws, |name| std::env::var(name).ok()).await?;
     let queue = SqsChangeQueue::new(Client::new(&aws), settings.queue_url);
     let sns = Arc::new(ReqwestSnsClient::new()?);

@@ -217,7 +217,7 @@ enum Attempt {
 
 impl Transport {
     pub fn new(limits: Limits) -> Result<Self, AkeneoError> {
-        let http = reqwest::Client::builder()
+        let http = crate::https::client_builder()
             .connect_timeout(limits.connect_timeout)
             // Idle pooled connections may be reset after a Lambda freeze; keep the pool short.
             .pool_idle_timeout(Duration::from_secs(30))

@@ -28,7 +28,7 @@ impl HttpMedia {
     pub fn new() -> Self {
         // A client that cannot be built (no TLS roots) fails each download with the reason
         // rather than the whole consumer at start: only media_file values need it.
-        let client = reqwest::Client::builder()
+        let client = crate::https::client_builder()
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| format!("HTTP client for media downloads: {e}"));

@@ -113,7 +113,7 @@ pub(crate) async fn read_json_or_404<T: DeserializeOwned>(
 }
 
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, DamError> {
-    reqwest::Client::builder()
+    crate::https::client_builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .build()

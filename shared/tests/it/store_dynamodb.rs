@@ -23,7 +23,7 @@ async fn client() -> Client {
              AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
         );
     }
-    Client::new(&aws_config::load_from_env().await)
+    Client::new(&shared::https::aws_config_from_env().await)
 }
 
 fn unique_name(prefix: &str) -> String {

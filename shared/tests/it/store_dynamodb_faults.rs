@@ -62,6 +62,7 @@ async fn scripted_store(answers: Vec<(u16, Value)>) -> (DynamoStore, Arc<Script>
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(shared::https::aws_http_client())
         .endpoint_url(format!("http://{address}"))
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))

@@ -331,7 +331,7 @@ impl DamSim {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
-        let http = reqwest::Client::builder()
+        let http = http_client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(std::io::Error::other)?;
@@ -579,4 +579,11 @@ impl Drop for DamSimHandle {
             let _ = tx.send(());
         }
     }
+}
+
+/// `reqwest::Client::builder()` with rustls' ring provider installed for the process: the
+/// workspace builds reqwest without a default provider (see `shared::https`).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }

@@ -211,7 +211,7 @@ template = "{{{{{file_url}}}}}?v={{{{{file_version}}}}}"
 
     /// Deliveries that look like this DAM's but are not signed by it. None may be queued.
     pub async fn send_forged(self, dam: &DamSimHandle, ingest_url: &str, count: usize) -> Vec<u16> {
-        let http = reqwest::Client::new();
+        let http = dam_sync_tests::http();
         let url = format!("{ingest_url}{}", self.route());
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

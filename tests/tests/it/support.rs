@@ -399,6 +399,7 @@ pub fn scripted_http(responses: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<St
 pub fn scripted_sqs(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(shared::https::aws_http_client())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "scripted"))

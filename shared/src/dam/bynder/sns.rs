@@ -253,7 +253,7 @@ pub struct ReqwestSnsClient {
 
 impl ReqwestSnsClient {
     pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let client = crate::https::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()?;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use akeneo_sim::{AkeneoSim, SimConfig};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -18,7 +18,7 @@ async fn token_error(resp: reqwest::Response) -> String {
 #[tokio::test]
 async fn password_grant_issues_a_bearer_token_that_opens_the_api() {
     let sim = AkeneoSim::start(SimConfig::default()).await.unwrap();
-    let http = Client::new();
+    let http = http();
     let resp = token_request(
         &http,
         &sim.base_url(),
@@ -44,7 +44,7 @@ async fn password_grant_issues_a_bearer_token_that_opens_the_api() {
 #[tokio::test]
 async fn password_grant_accepts_a_form_body() {
     let sim = AkeneoSim::start(SimConfig::default()).await.unwrap();
-    let resp = Client::new()
+    let resp = http()
         .post(format!("{}{TOKEN}", sim.base_url()))
         .basic_auth("sim_client", Some("sim_secret"))
         .header("Content-Type", "application/x-www-form-urlencoded")
@@ -58,7 +58,7 @@ async fn password_grant_accepts_a_form_body() {
 #[tokio::test]
 async fn token_failures_are_422_with_akeneo_messages() {
     let sim = AkeneoSim::start(SimConfig::default()).await.unwrap();
-    let (http, base) = (Client::new(), sim.base_url());
+    let (http, base) = (http(), sim.base_url());
     let url = format!("{base}{TOKEN}");
     let password =
         json!({"grant_type": "password", "username": "sim_user", "password": "sim_password"});
@@ -139,7 +139,7 @@ async fn token_failures_are_422_with_akeneo_messages() {
 #[tokio::test]
 async fn token_body_over_200_bytes_is_refused() {
     let sim = AkeneoSim::start(SimConfig::default()).await.unwrap();
-    let http = Client::new();
+    let http = http();
     let body = |pad: usize| {
         let mut s =
             r#"{"grant_type":"password","username":"sim_user","password":"sim_password","x":""}"#

@@ -29,7 +29,7 @@ pub async fn start() -> Api {
 
 pub async fn start_with(config: SimConfig) -> Api {
     let sim = AkeneoSim::start(config).await.expect("sim starts");
-    let http = Client::new();
+    let http = http();
     let (token, refresh) = login(&http, &sim.base_url()).await;
     Api {
         sim,
@@ -140,3 +140,14 @@ pub fn assert_item_error(result: &Value, message: &str, property: &str, needle: 
 
 pub const INVALID: &str = "The asset has an invalid format.";
 pub const RULES: &str = "The asset has data that does not comply with the business rules.";
+
+/// A client for the tests' calls, with rustls' ring provider installed for the process (the
+/// workspace builds reqwest without a default provider).
+pub fn http() -> Client {
+    http_builder().build().unwrap()
+}
+
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+}

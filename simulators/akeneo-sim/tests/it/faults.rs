@@ -208,7 +208,7 @@ async fn hung_requests_never_answer_and_free_their_slot_when_the_client_gives_up
         ..unlimited()
     };
     let api = start_with(config(faults.clone(), 1)).await;
-    let impatient = reqwest::Client::builder()
+    let impatient = http_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -266,7 +266,7 @@ async fn requests_inside_an_announced_retry_after_window_are_counted() {
     assert_eq!(api.sim.stats().retry_after_violations, 1);
     api.sim.set_faults(unlimited());
     // A different client id is not concerned by the window.
-    let other = reqwest::Client::new()
+    let other = http()
         .post(api.url(TOKEN))
         .basic_auth("sim_password_only", Some("sim_secret_2"))
         .json(
@@ -328,7 +328,7 @@ async fn shutdown_ends_hung_requests_and_stops_listening() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let fresh = reqwest::Client::new();
+    let fresh = http();
     assert!(
         fresh.get(api.url(FAMILIES)).send().await.is_err(),
         "listener closed"

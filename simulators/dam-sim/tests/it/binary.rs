@@ -33,7 +33,7 @@ async fn binary_generates_assets_and_serves_them() {
         .strip_prefix("dam-sim listening on ")
         .unwrap_or_else(|| panic!("unexpected banner: {line:?}"))
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = dam_sim::http_client_builder().build().unwrap();
     let changes: Value = client
         .get(format!("{base}/generic/changes"))
         .bearer_auth("bin-token")

@@ -53,7 +53,7 @@ fn h<'a>(c: &'a Captured, name: &str) -> &'a str {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    dam_sim::http_client_builder().build().unwrap()
 }
 
 #[tokio::test]
