@@ -2,6 +2,7 @@
 
 mod common;
 mod demo;
+mod examples;
 mod operator_commands;
 mod pim_commands;
 mod serve;
