@@ -59,7 +59,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -352,17 +352,11 @@ pub async fn run(
         .send_replace("polling the DAM for changes the webhooks missed");
     let poll = poll_until_complete(&runtime, deadline).await;
     live.phase.send_replace("applying what the poll found");
-    let mut done = false;
-    if drained {
-        while Instant::now() < deadline {
-            let synced = runtime.store.asset_count().await.unwrap_or(0);
-            if synced as usize >= ids.len() && live.drained(deadline).await {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    // An empty queue is final: redeliveries waiting out their delay still count as queued, and
+    // what was dead-lettered will not come back, so there is nothing more to wait for.
+    let done = drained
+        && live.drained(deadline).await
+        && runtime.store.asset_count().await.unwrap_or(0) as usize >= ids.len();
     live.phase.send_replace("done");
     let _ = report_stop.send(true);
     if let Some(reporter) = reporter {
@@ -406,7 +400,7 @@ pub async fn run(
         for m in mismatches.iter().take(10) {
             println!("  Differs: {m}");
         }
-        if !done {
+        if !done && Instant::now() >= deadline {
             println!(
                 "  Gave up after {timeout_secs} s (--timeout-secs) before every asset was in the PIM."
             );

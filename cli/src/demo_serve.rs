@@ -194,10 +194,13 @@ mod tests {
 
     #[test]
     fn only_loopback_addresses_are_accepted() {
-        let addr = loopback_addr("http://127.0.0.1:8081", "[pim] base_url", "f.toml").unwrap();
+        let addr = loopback_addr("http://127.0.0.1:8081", "[pim] base_url", "f.toml")
+            .map_err(|f| f.message)
+            .unwrap();
         assert_eq!(addr.to_string(), "127.0.0.1:8081");
-        let addr =
-            loopback_addr("http://localhost:8090/generic", "[dam] api_url", "f.toml").unwrap();
+        let addr = loopback_addr("http://localhost:8090/generic", "[dam] api_url", "f.toml")
+            .map_err(|f| f.message)
+            .unwrap();
         assert!(addr.ip().is_loopback() && addr.port() == 8090);
         let err = loopback_addr(
             "https://my-pim.cloud.akeneo.com",
