@@ -83,7 +83,7 @@ struct Live {
     pim: SimHandle,
     runtime: Arc<Runtime>,
     created: AtomicU64,
-    phase: watch::Sender<&'static str>,
+    phase: watch::Sender<String>,
     started: Instant,
 }
 
@@ -141,8 +141,13 @@ impl Live {
         };
         loop {
             let stopping = *stop.borrow();
+            let phase = self.phase.borrow().clone();
+            // The final values are shown once, when told to stop.
+            if phase == "done" && !stopping {
+                let _ = stop.changed().await;
+                continue;
+            }
             let s = self.snapshot().await;
-            let phase = *self.phase.borrow();
             match &bar {
                 Some(bar) => {
                     bar.set_position(s.applied);
@@ -314,7 +319,7 @@ pub async fn run(
         },
     );
 
-    let (phase, _) = watch::channel("creating assets in the DAM");
+    let (phase, _) = watch::channel("creating assets in the DAM".to_owned());
     let live = Arc::new(Live {
         dam: dam.clone(),
         pim: pim.clone(),
@@ -341,31 +346,32 @@ pub async fn run(
         live.created.store(ids.len() as u64, Ordering::Relaxed);
         tokio::task::yield_now().await;
     }
-    live.phase.send_replace("delivering webhooks");
+    live.phase.send_replace("delivering webhooks".into());
     let flushed = dam
         .flush_webhooks(deadline.saturating_duration_since(Instant::now()))
         .await;
-    live.phase.send_replace("applying the webhooks");
+    live.phase.send_replace("applying the webhooks".into());
     let drained = flushed && live.drained(deadline).await;
     // Polled once the webhooks are applied, so it finds exactly what they missed.
     live.phase
-        .send_replace("polling the DAM for changes the webhooks missed");
+        .send_replace("polling the DAM for changes the webhooks missed".into());
     let poll = poll_until_complete(&runtime, deadline).await;
-    live.phase.send_replace("applying what the poll found");
+    live.phase
+        .send_replace("applying what the poll found".into());
     // An empty queue is final: redeliveries waiting out their delay still count as queued, and
     // what was dead-lettered will not come back, so there is nothing more to wait for.
     let done = drained
         && live.drained(deadline).await
         && runtime.store.asset_count().await.unwrap_or(0) as usize >= ids.len();
-    live.phase.send_replace("done");
+    let mismatches = compare(&config, &live, &ids).await;
+    live.phase.send_replace("done".into());
     let _ = report_stop.send(true);
     if let Some(reporter) = reporter {
         let _ = reporter.await;
     }
     let _ = stop_tx.send(true);
     let _ = serving.await;
-
-    let mismatches = compare(&config, &runtime, &pim, &ids).await?;
+    let mismatches = mismatches?;
     let pim_assets = pim.assets(FAMILY).len();
     let extra = pim_assets.saturating_sub(ids.len());
     let dead = runtime
@@ -413,10 +419,10 @@ pub async fn run(
 /// Every DAM asset, mapped, against the PIM's copy: one line per difference.
 async fn compare(
     config: &Config,
-    runtime: &Runtime,
-    pim: &SimHandle,
+    live: &Live,
     ids: &BTreeSet<String>,
 ) -> Result<Vec<String>, Failure> {
+    let (runtime, pim) = (&live.runtime, &live.pim);
     let source = config.source().map_err(|e| failed("DAM client", e))?;
     let structure = runtime
         .pim
@@ -426,7 +432,12 @@ async fn compare(
         .ok_or_else(|| failed("reading the PIM family", "packshot is missing"))?;
     let list: Vec<String> = ids.iter().cloned().collect();
     let mut mismatches: Vec<String> = Vec::new();
-    for chunk in list.chunks(100) {
+    for (i, chunk) in list.chunks(100).enumerate() {
+        live.phase.send_replace(format!(
+            "comparing every DAM asset with the PIM ({} of {} compared)",
+            thousands((i * 100) as u64),
+            thousands(list.len() as u64)
+        ));
         let fetched = source
             .fetch(chunk)
             .await

@@ -168,7 +168,12 @@ async fn without_a_terminal_the_demo_prints_progress_lines_from_the_start() {
     let mut last = (0, 0);
     for l in &progress {
         assert!(stdout.find(l).unwrap() < summary_at, "{stdout}");
-        let now = (before(l, " of "), before(l, " assets in the PIM"));
+        // The phase, then the counters.
+        let counters = l.split_once(": ").expect("phase: counters").1;
+        let now = (
+            before(counters, " of "),
+            before(counters, " assets in the PIM"),
+        );
         assert!(now.0 >= last.0 && now.1 >= last.1, "{last:?} then {l}");
         last = now;
     }
