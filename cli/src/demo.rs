@@ -54,6 +54,12 @@ pub enum Progress {
     Auto(Duration),
 }
 
+/// Long enough for the demo on a slow disk: every webhook is committed with an fsync (about
+/// 3 ms each on the 2-core test machine), so large runs get 10 ms per asset.
+pub fn default_timeout_secs(assets: usize) -> u64 {
+    (assets as u64 / 100).max(600)
+}
+
 /// 12345 → "12,345": the summary is read by people.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -232,12 +238,13 @@ async fn poll_until_complete(runtime: &Runtime, deadline: Instant) -> PollTotals
 pub async fn run(
     assets: usize,
     drop_rate: f64,
-    timeout_secs: u64,
+    timeout_secs: Option<u64>,
     progress: Progress,
 ) -> Result<ExitCode, Failure> {
     if !(0.0..1.0).contains(&drop_rate) {
         return Err(Failure::input("--drop-rate must be in [0, 1)"));
     }
+    let timeout_secs = timeout_secs.unwrap_or_else(|| default_timeout_secs(assets));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(timeout_secs);
     let pim = AkeneoSim::start(SimConfig::default())
@@ -576,7 +583,7 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use super::{default_timeout_secs, thousands};
 
     #[test]
     fn thousands_are_grouped_by_three() {
@@ -585,5 +592,12 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(100_000), "100,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn large_demos_get_more_time() {
+        assert_eq!(default_timeout_secs(1_000), 600);
+        assert_eq!(default_timeout_secs(60_000), 600);
+        assert_eq!(default_timeout_secs(100_000), 1_000);
     }
 }

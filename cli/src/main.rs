@@ -86,9 +86,9 @@ enum Command {
         /// Share of webhooks the DAM drops (the poller must catch these).
         #[arg(long, default_value_t = 0.05)]
         drop_rate: f64,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout_secs: u64,
+        /// Give up after this many seconds [default: 600, or 10 ms per asset above 60,000].
+        #[arg(long)]
+        timeout_secs: Option<u64>,
         /// No progress display (a live bar on a terminal, otherwise a line every 2 s).
         #[arg(long)]
         no_progress: bool,
