@@ -133,7 +133,8 @@ impl Live {
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} in the PIM\n  {msg}",
+                    // wide_msg is cut to the terminal's width: a wrapped line would break the redraw.
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} in the PIM\n  {wide_msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
@@ -157,7 +158,14 @@ impl Live {
             match &bar {
                 Some(bar) => {
                     bar.set_position(s.applied);
-                    bar.set_message(format!("{phase}: {}", Self::describe(&s, total)));
+                    bar.set_message(format!(
+                        "{phase} · created {} · webhooks sent {}, dropped {} · queued {} · PIM calls {}",
+                        thousands(s.created),
+                        thousands(s.sent),
+                        thousands(s.dropped),
+                        thousands(s.queued),
+                        thousands(s.pim_calls)
+                    ));
                 }
                 None => println!(
                     "progress {:>6.1} s  {phase}: {}",
@@ -528,6 +536,10 @@ impl Summary {
             ));
         }
         lines.push(webhooks);
+        let pages = match self.poll.pages {
+            1 => "1 page".to_owned(),
+            p => format!("{} pages", n(p)),
+        };
         let runs = match self.poll.runs {
             1 => String::new(),
             r => format!(" in {r} runs, each within its DAM call budget"),
@@ -545,8 +557,7 @@ impl Summary {
             )
         };
         let mut poll = format!(
-            "Poller: a poll of the DAM's change list ({} pages{runs}) {found} and queued them; the other {} were already in the PIM.",
-            n(self.poll.pages),
+            "Poller: a poll of the DAM's change list ({pages}{runs}) {found} and queued them; the other {} were already in the PIM.",
             n(self.poll.already_applied)
         );
         if let Some(e) = &self.poll.error {
