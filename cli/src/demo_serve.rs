@@ -63,7 +63,7 @@ pub async fn run(path: &Path, assets: usize, drop_rate: f64) -> Result<ExitCode,
     }
     let config = Config::load(path).map_err(|e| {
         Failure::input(format!(
-            "{e} (demo --serve serves examples/serve.toml from the repository root, or --config FILE)"
+            "{e}: run demo --serve from the repository root, or pass --config FILE"
         ))
     })?;
     let file = config.file.clone();
