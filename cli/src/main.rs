@@ -13,6 +13,7 @@ macro_rules! say {
 
 mod config;
 mod demo;
+mod demo_serve;
 mod input;
 mod ops;
 mod pim;
@@ -21,6 +22,7 @@ mod runtime;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
@@ -104,12 +106,22 @@ enum Command {
         /// Share of webhooks the DAM drops (the poller must catch these).
         #[arg(long, default_value_t = 0.05)]
         drop_rate: f64,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout_secs: u64,
-        /// No progress bar (logs and CI).
+        /// Give up after this many seconds [default: 600, or 10 ms per asset above 60,000].
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        /// No progress display (a live bar on a terminal, otherwise a line every 2 s).
         #[arg(long)]
         no_progress: bool,
+        /// Milliseconds between progress lines when the output is not a terminal.
+        #[arg(long, default_value_t = 2000, hide = true)]
+        progress_every_ms: u64,
+        /// Keep running: start both simulators where the config's [pim] and [dam] point, create
+        /// the assets, and serve the config until ctrl-c, to try `check`, `status` and `dlq`.
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: the config to serve.
+        #[arg(long, default_value = "examples/serve.toml", requires = "serve")]
+        config: PathBuf,
     },
     /// Show the poller cursors, queue depth, dead letters and the last errors.
     #[command(after_help = BACKEND_HELP)]
@@ -256,7 +268,20 @@ async fn main() -> ExitCode {
             drop_rate,
             timeout_secs,
             no_progress,
-        } => demo::run(assets, drop_rate, timeout_secs, !no_progress).await,
+            progress_every_ms,
+            serve,
+            config,
+        } => {
+            if serve {
+                demo_serve::run(&config, assets, drop_rate).await
+            } else {
+                let progress = match no_progress {
+                    true => demo::Progress::Off,
+                    false => demo::Progress::Auto(Duration::from_millis(progress_every_ms)),
+                };
+                demo::run(assets, drop_rate, timeout_secs, progress).await
+            }
+        }
         Command::Status { backend } => ops::status(&backend).await,
         Command::Dlq(DlqCommand::List {
             backend,

@@ -1,4 +1,4 @@
-//! Mapping throughput: 200,000 Cloudinary-shaped assets through examples/mapping.toml (11
+//! Mapping throughput: 200,000 Cloudinary-shaped assets through examples/production/mapping.toml (11
 //! attributes for packshots) on one thread. Run: `cargo bench -p shared --bench mapping`.
 
 use std::collections::HashMap;
@@ -13,8 +13,8 @@ const ASSETS: usize = 200_000;
 
 fn main() {
     let mapping = Mapping::from_toml_str(
-        include_str!("../../examples/mapping.toml"),
-        "examples/mapping.toml",
+        include_str!("../../examples/production/mapping.toml"),
+        "examples/production/mapping.toml",
     )
     .expect("example mapping loads");
     let structures = structures();

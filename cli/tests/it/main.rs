@@ -2,6 +2,7 @@
 
 mod common;
 mod demo;
+mod examples;
 mod help;
 mod messages;
 mod operator_commands;

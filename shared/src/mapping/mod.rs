@@ -1,5 +1,5 @@
 //! Declarative DAM → Akeneo mapping, read from a TOML file (reference: docs/mapping.md,
-//! example: examples/mapping.toml).
+//! example: examples/production/mapping.toml).
 //!
 //! A [`Mapping`] routes a DAM asset (its JSON) to an asset family, filters it, builds its
 //! Akeneo code and values with per-type coercion, and reports what the consumer still has to do

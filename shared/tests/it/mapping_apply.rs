@@ -709,8 +709,8 @@ family = "d"
 
     #[test]
     fn the_example_maps_a_cloudinary_packshot() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mapping.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/production/mapping.toml");
         let m = Mapping::from_path(&path).unwrap_or_else(|e| panic!("{e}"));
         let s = example_structures();
         let a = mapped(&m, &s, &cloudinary_packshot());

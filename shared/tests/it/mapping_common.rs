@@ -41,7 +41,7 @@ pub fn by_family(list: Vec<FamilyStructure>) -> HashMap<String, FamilyStructure>
         .collect()
 }
 
-/// The PIM families examples/mapping.toml is written for.
+/// The PIM families examples/production/mapping.toml is written for.
 pub fn example_structures() -> HashMap<String, FamilyStructure> {
     let prefix =
         json!({"prefix": "https://res.cloudinary.com/acme/image/upload/", "media_type": "image"});

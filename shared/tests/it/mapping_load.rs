@@ -241,8 +241,8 @@ when = [{ field = \"a\", regex = \"[\" }]
 
     #[test]
     fn the_example_file_loads() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mapping.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/production/mapping.toml");
         let mapping = Mapping::from_path(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(mapping.families(), ["packshots", "lifestyle", "documents"]);
     }

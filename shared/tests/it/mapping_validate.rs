@@ -37,8 +37,8 @@ mod mapping {
 
     #[test]
     fn the_example_file_is_valid_against_its_structure() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mapping.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/production/mapping.toml");
         let m = Mapping::from_path(&path).unwrap_or_else(|e| panic!("{e}"));
         let s = example_structures();
         let issues = m.validate_against(&s);

@@ -46,25 +46,9 @@ use sns::SnsIdentity;
 use webhooks::{Notice, Subscription};
 
 /// A mapping of the generated assets ([`DamSimHandle::generate`]) onto the `packshot` family of
-/// the Akeneo simulator's fixture: what the demo, the CLI tests and the pipeline tests sync.
-pub const PACKSHOT_MAPPING: &str = r#"
-[settings]
-create_missing_options = false
-code = "{{id}}"
-
-[[route]]
-family = "packshot"
-on_delete = "delete"
-
-[route.values.alt_text]
-locales = { en_US = "fields.title" }
-
-[route.values.product_ref]
-field = "fields.sku"
-
-[route.values.width_px]
-field = "fields.width"
-"#;
+/// the Akeneo simulator's fixture: what the demo, the CLI tests and the pipeline tests sync. It
+/// is the repository's `examples/mapping.toml`, so the shipped example is the one they run.
+pub const PACKSHOT_MAPPING: &str = include_str!("../../../examples/mapping.toml");
 
 /// Simulator settings. Defaults suit tests: generous budgets, fixed credentials.
 #[derive(Debug, Clone)]

@@ -541,3 +541,233 @@ fn routes_schedules_outputs_and_mapping_agree_with_the_code() {
     assert_eq!(globals["Runtime"], "provided.al2023");
     assert_eq!(globals["LoggingConfig"]["LogFormat"], "JSON");
 }
+
+/// The deploy guide's shell commands (```bash blocks of infra/README.md), in order, with
+/// continuation lines and multi-line quoted strings joined and comments removed.
+fn guide_commands() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_path("infra/README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_bash = false;
+    let mut pending = String::new();
+    let mut quotes = Quotes::default();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") && !quotes.open() {
+            in_bash = !in_bash && trimmed == "```bash";
+            continue;
+        }
+        if !in_bash {
+            continue;
+        }
+        let code = strip_comment(line, &mut quotes);
+        if quotes.open() {
+            pending.push_str(&code);
+            pending.push('\n');
+            continue;
+        }
+        match code.strip_suffix('\\') {
+            Some(head) => pending.push_str(head),
+            None => {
+                pending.push_str(&code);
+                if !pending.trim().is_empty() {
+                    commands.push(std::mem::take(&mut pending));
+                }
+                pending.clear();
+            }
+        }
+    }
+    assert!(!quotes.open(), "infra/README.md: a quote is never closed");
+    commands
+}
+
+/// Which shell quote is open at the end of the text read so far.
+#[derive(Default)]
+struct Quotes {
+    single: bool,
+    double: bool,
+}
+
+impl Quotes {
+    fn open(&self) -> bool {
+        self.single || self.double
+    }
+}
+
+/// `line` without its shell comment (a `#` starting a word outside quotes), given the quotes
+/// open before it; leaves `quotes` as they are at its end.
+fn strip_comment(line: &str, quotes: &mut Quotes) -> String {
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !quotes.double => quotes.single = !quotes.single,
+            '"' if !quotes.single => quotes.double = !quotes.double,
+            '#' if !quotes.open() && previous.is_whitespace() => {
+                return line[..i].trim_end().to_owned();
+            }
+            _ => {}
+        }
+        previous = c;
+    }
+    line.trim_end().to_owned()
+}
+
+/// Variables a command expands (`$NAME`, `${NAME}`; not in single quotes, not `$(`, `$1`) and
+/// the ones it sets (`NAME=`, `export A=.. B=..`, `for NAME in`).
+fn shell_names(command: &str) -> (Vec<String>, Vec<String>) {
+    let chars: Vec<char> = command.chars().collect();
+    let word = |from: usize| -> String {
+        chars[from..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+            .collect()
+    };
+    let (mut used, mut set) = (Vec::new(), Vec::new());
+    let (mut single, mut double) = (false, false);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' && !double {
+            single = !single;
+        } else if c == '"' && !single {
+            double = !double;
+        } else if !single && c == '$' {
+            let start = if chars.get(i + 1) == Some(&'{') {
+                i + 2
+            } else {
+                i + 1
+            };
+            let name = word(start);
+            if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                used.push(name);
+            }
+        } else if !single && (c.is_ascii_alphabetic() || c == '_') {
+            let at_word_start = i == 0 || " \t;&|(".contains(chars[i - 1]);
+            let name = word(i);
+            let after = i + name.chars().count();
+            if at_word_start && chars.get(after) == Some(&'=') {
+                set.push(name.clone());
+            }
+            if at_word_start && name == "for" {
+                let var = word(after + 1);
+                if !var.is_empty() {
+                    set.push(var);
+                }
+            }
+            i = after;
+            continue;
+        }
+        i += 1;
+    }
+    (used, set)
+}
+
+#[test]
+fn the_deploy_guide_sets_every_variable_before_a_command_uses_it() {
+    let commands = guide_commands();
+    assert!(commands.len() > 10, "{commands:?}");
+    // Set by the shell itself.
+    let mut set: BTreeSet<String> = ["HOME", "PATH"].map(String::from).into();
+    for command in &commands {
+        let (used, assigned) = shell_names(command);
+        for name in used {
+            assert!(
+                set.contains(&name),
+                "infra/README.md uses ${name} before setting it, in: {command}"
+            );
+        }
+        set.extend(assigned);
+    }
+    // A multi-line quoted argument stays with its command.
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("\"$AKENEO_SECRET_ARN\"") && c.contains("AKENEO_PASSWORD")),
+        "{commands:#?}"
+    );
+    // The shape of the checker itself: an unset variable is caught, a quoted `$` is not one.
+    let (used, assigned) = shell_names(r#"export A=1 B="$C" && echo '$D' "${E}'" $(f $1)"#);
+    assert_eq!(used, ["C", "E"]);
+    assert_eq!(assigned, ["A", "B"]);
+}
+
+#[test]
+fn the_deploy_guide_reads_outputs_and_resources_the_template_has_and_builds_once() {
+    let stack = Stack::new(ALL_DAMS);
+    let outputs = stack.template["Outputs"].as_object().unwrap();
+    let commands = guide_commands();
+    let mut read = BTreeSet::new();
+    for command in &commands {
+        // `$(out NAME)`: the guide's helper around describe-stacks.
+        for part in command.split("$(out ").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(outputs.contains_key(&name), "no output {name}: {command}");
+            read.insert(name);
+        }
+        if let Some(part) = command.split("--logical-resource-id ").nth(1) {
+            let id = part.split_whitespace().next().unwrap();
+            let _ = stack.resource(id);
+        }
+        assert!(
+            !command.contains("cargo lambda build"),
+            "sam build runs cargo-lambda itself; building first builds everything twice: {command}"
+        );
+    }
+    // Every output is read into a variable.
+    for name in outputs.keys() {
+        assert!(
+            read.contains(name),
+            "the guide never reads the output {name}"
+        );
+    }
+    assert!(commands.iter().any(|c| c.contains("aws --version")));
+    assert!(commands.iter().any(|c| c.starts_with("sam build")));
+    // The stack name is set once and every stack command uses it.
+    for command in commands.iter().filter(|c| c.contains("--stack-name")) {
+        assert!(
+            command.contains("--stack-name \"$STACK\""),
+            "not the stack set at the top: {command}"
+        );
+    }
+}
+
+#[test]
+fn the_teardown_names_what_sam_delete_leaves_behind() {
+    let stack = Stack::new(ALL_DAMS);
+    let text = std::fs::read_to_string(repo_path("infra/README.md")).unwrap();
+    let teardown = text
+        .split("## Teardown")
+        .nth(1)
+        .expect("infra/README.md has a Teardown section");
+    let teardown = teardown.split("\n## ").next().unwrap();
+    assert!(teardown.contains("sam delete --stack-name \"$STACK\""));
+    let retained: Vec<&String> = stack.template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| {
+            ["DeletionPolicy", "UpdateReplacePolicy"]
+                .iter()
+                .any(|k| r[*k].as_str().is_some_and(|p| p != "Delete"))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    for id in &retained {
+        assert!(
+            teardown.contains(id.as_str()),
+            "{id} outlives `sam delete` (DeletionPolicy); the teardown must say so and how to remove it"
+        );
+    }
+    if retained.is_empty() {
+        assert!(
+            teardown.contains("No resource in `template.yaml` has a `DeletionPolicy`"),
+            "{teardown}"
+        );
+    }
+    // What the stack holds that is lost with it.
+    for kind in ["secrets", "table", "log groups"] {
+        assert!(
+            teardown.contains(kind),
+            "teardown says nothing of the {kind}"
+        );
+    }
+}
