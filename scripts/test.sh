@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: installs moto (the SQS/DynamoDB emulator the tests talk
-# to) into a cache outside the clone, starts it on a free loopback port, runs
+# to) into a cache outside the clone, starts two servers on loopback (MOTO_PORT, default 5055,
+# and the next port, for the chaos suite's AWS run), runs
 # `cargo test --workspace --locked` (extra arguments are passed on), and stops moto.
 # Needs: Rust, a C compiler, Python 3.9+ with venv, curl. `.ci/run` calls this after its lints.
 set -euo pipefail
@@ -31,22 +32,36 @@ else
   echo "$MOTO_VERSION" >"$VENV/.installed"
 fi
 
-step "start moto on 127.0.0.1:${MOTO_PORT}"
-if curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null 2>&1; then
-  echo "port ${MOTO_PORT} is already serving: stop that server or pick another port with MOTO_PORT=..." >&2
-  exit 1
-fi
-mkdir -p "$ROOT/target"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$ROOT/target/moto.log" 2>&1 &
-MOTO_PID=$!
-cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
+# Starts a moto server on port $1, logging to $2; its pid goes to MOTO_PIDS.
+MOTO_PIDS=()
+cleanup() {
+  for pid in "${MOTO_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$MOTO_PID" 2>/dev/null; then cat "$ROOT/target/moto.log" >&2; exit 1; fi
-  sleep 0.2
-done
-curl -fsS "http://127.0.0.1:${MOTO_PORT}/moto-api/" >/dev/null
+start_moto() {
+  local port="$1" log="$2"
+  step "start moto on 127.0.0.1:${port}"
+  if curl -fsS "http://127.0.0.1:${port}/moto-api/" >/dev/null 2>&1; then
+    echo "port ${port} is already serving: stop that server or pick other ports with MOTO_PORT=... (it and the next port are used)" >&2
+    exit 1
+  fi
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  MOTO_PIDS+=("$!")
+  for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:${port}/moto-api/" >/dev/null 2>&1; then return; fi
+    if ! kill -0 "$!" 2>/dev/null; then cat "$log" >&2; exit 1; fi
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:${port}/moto-api/" >/dev/null
+}
+
+mkdir -p "$ROOT/target"
+start_moto "$MOTO_PORT" "$ROOT/target/moto.log"
+# The chaos suite's AWS run is paced to what one moto process serves: on a server of its own
+# it runs beside the other tests instead of holding the shared one for a minute or more.
+CHAOS_MOTO_PORT=$((MOTO_PORT + 1))
+start_moto "$CHAOS_MOTO_PORT" "$ROOT/target/moto-chaos.log"
+export CHAOS_MOTO_ENDPOINT_URL="http://127.0.0.1:${CHAOS_MOTO_PORT}"
 
 # The code under test reaches the emulator only through the SDK's standard variables.
 export AWS_ENDPOINT_URL="http://127.0.0.1:${MOTO_PORT}"

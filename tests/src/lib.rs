@@ -141,18 +141,30 @@ pub fn consumer_fields(n: usize, title: &str) -> serde_json::Value {
 
 pub mod pipeline;
 
-/// AWS configuration for the moto server at `AWS_ENDPOINT_URL` (`.ci/run` starts one). Fails,
-/// never skips, without it. The endpoint comes from the environment exactly as in production;
-/// credentials and region are fixed so the SDK never probes instance metadata.
+/// AWS configuration for the moto server at `AWS_ENDPOINT_URL` (`scripts/test.sh` starts one).
+/// Fails, never skips, without it. The endpoint comes from the environment exactly as in
+/// production; credentials and region are fixed so the SDK never probes instance metadata.
 pub async fn moto_config() -> aws_config::SdkConfig {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
         !endpoint.is_empty(),
         "AWS_ENDPOINT_URL is not set: these tests need a moto server \
-         (.ci/run starts one; by hand: moto_server -H 127.0.0.1 -p 5055, then \
+         (scripts/test.sh starts one; by hand: moto_server -H 127.0.0.1 -p 5055, then \
          AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
     );
     turns::wait_for_moto().await;
+    moto_loader().load().await
+}
+
+/// The chaos suite's own moto server, when `CHAOS_MOTO_ENDPOINT_URL` names one
+/// (`scripts/test.sh` starts it): a run paced to what moto serves then neither waits for nor
+/// holds up the other moto tests. Its configuration, else `None`.
+pub async fn chaos_moto_config() -> Option<aws_config::SdkConfig> {
+    let endpoint = std::env::var("CHAOS_MOTO_ENDPOINT_URL").ok()?;
+    Some(moto_loader().endpoint_url(endpoint).load().await)
+}
+
+fn moto_loader() -> aws_config::ConfigLoader {
     shared::https::aws_config_loader()
         .region(aws_config::Region::new(
             std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
@@ -160,8 +172,6 @@ pub async fn moto_config() -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "moto",
         ))
-        .load()
-        .await
 }
 
 /// A name no other test run on the same moto server uses.

@@ -102,7 +102,9 @@ pub fn sim_pim_config(base_url: &str, limits: Limits) -> AkeneoConfig {
 
 /// The Akeneo simulator's call accounting, read over its control route.
 pub async fn pim_stats(base_url: &str) -> akeneo_sim::Stats {
-    crate::http().get(format!("{base_url}/_sim/stats")).send()
+    crate::http()
+        .get(format!("{base_url}/_sim/stats"))
+        .send()
         .await
         .expect("akeneo-sim stats")
         .json()

@@ -57,14 +57,18 @@ async fn a_backfill_reaches_the_pim_in_one_patch_per_hundred_assets() {
     assert_eq!(figures.patch_calls, figures.patch_bound(), "{figures:?}");
 
     // The PIM holds every DAM asset, mapped.
-    let stored: Vec<Value> = dam_sync_tests::http().get(format!("{}/_sim/assets/packshot", pim.base_url())).send()
+    let stored: Vec<Value> = dam_sync_tests::http()
+        .get(format!("{}/_sim/assets/packshot", pim.base_url()))
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(stored.len() as u64, ASSETS);
-    let dam_assets: Value = dam_sync_tests::http().get(format!("{}/_sim/assets", dam.base_url())).send()
+    let dam_assets: Value = dam_sync_tests::http()
+        .get(format!("{}/_sim/assets", dam.base_url()))
+        .send()
         .await
         .unwrap()
         .json()

@@ -1249,17 +1249,23 @@ fn same_values(expected: &MapOutcome, pim: &Value) -> bool {
     want == have
 }
 
-// The AWS run has the busy-run turn to itself: the embedded runs' CPU would starve moto's one
-// core and push the paced run behind its queue (see [`pace`]). The embedded runs share theirs:
-// they mostly wait on timeouts and redeliveries.
+// The embedded runs share their busy-run turn: they mostly wait on timeouts and redeliveries.
+// The AWS run is paced to what moto serves: on a moto server of its own
+// (`CHAOS_MOTO_ENDPOINT_URL`, as scripts/test.sh starts) it runs beside everything else;
+// on the shared one it has moto and the busy-run turn to itself, as the embedded runs' CPU
+// would starve moto's one core and push the run behind its queue (see [`pace`]).
 
 /// The one AWS run: Cloudinary's shapes (its notifications are the ones that lag their change
 /// and its deletes are only repaired by the sweep).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_on_the_aws_adapters() {
+    if let Some(own) = dam_sync_tests::chaos_moto_config().await {
+        chaos(chaos_support::aws(&own).await, Dam::Cloudinary).await;
+        return;
+    }
     let _turn = heavy_alone().await;
-    let backend = chaos_support::aws().await;
-    // The pace is what moto serves to this run alone: other tests' moto calls wait for its end.
+    let backend = chaos_support::aws(&dam_sync_tests::moto_config().await).await;
+    // Other tests' moto calls wait for the end of this run.
     let _moto = moto_to_itself().await;
     chaos(backend, Dam::Cloudinary).await;
 }

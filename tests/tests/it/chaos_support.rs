@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
-use dam_sync_tests::{moto_config, new_queue, new_store, sqs_dead_letters};
+use dam_sync_tests::{new_queue, new_store, sqs_dead_letters};
 use shared::akeneo::StructureStore;
 use shared::consumer::InboundMessage;
 use shared::queue::sqs::{SqsChangeQueue, SqsDeadLetters};
@@ -48,11 +48,10 @@ pub struct Backend {
 
 /// SQS queue + DLQ (redrive after many receives, so only the consumer's own dead-lettering
 /// puts messages there) and one DynamoDB table, on moto.
-pub async fn aws() -> Backend {
-    let aws = moto_config().await;
-    let store = new_store(&aws, "chaos").await;
+pub async fn aws(aws: &aws_config::SdkConfig) -> Backend {
+    let store = new_store(aws, "chaos").await;
     let structures = Arc::new(DynamoStructureStore::new(&store, Duration::from_secs(600)));
-    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
     let dlq_url = new_queue(&sqs, "chaos-dlq", &[]).await;
     let queue_url = new_queue(
         &sqs,

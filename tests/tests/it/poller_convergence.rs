@@ -87,7 +87,9 @@ async fn divergent(
         .await
         .unwrap()
         .expect("packshot family");
-    let stored: Vec<Value> = dam_sync_tests::http().get(format!("{pim_base}/_sim/assets/packshot")).send()
+    let stored: Vec<Value> = dam_sync_tests::http()
+        .get(format!("{pim_base}/_sim/assets/packshot"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -40,7 +40,9 @@ async fn consume(queue: &MemoryChangeQueue, consumer: &Consumer) {
 }
 
 async fn pim_codes(base: &str) -> Vec<String> {
-    let stored: Vec<Value> = dam_sync_tests::http().get(format!("{base}/_sim/assets/packshot")).send()
+    let stored: Vec<Value> = dam_sync_tests::http()
+        .get(format!("{base}/_sim/assets/packshot"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -43,7 +43,9 @@ async fn resource(sim: &DamSimHandle, id: &str) -> Value {
         "{}/v1_1/dam-sim/resources/by_asset_ids?asset_ids[]={id}&context=true",
         sim.base_url()
     );
-    let r: Value = dam_sim::http_client_builder().build().unwrap()
+    let r: Value = dam_sim::http_client_builder()
+        .build()
+        .unwrap()
         .get(url)
         .header("authorization", auth(sim))
         .send()
@@ -62,7 +64,9 @@ async fn listed(sim: &DamSimHandle, id: &str, since: &str) -> Value {
         "sort_by": [{"last_updated.updated_at": "asc"}],
         "with_field": ["context"],
     });
-    let r: Value = dam_sim::http_client_builder().build().unwrap()
+    let r: Value = dam_sim::http_client_builder()
+        .build()
+        .unwrap()
         .post(format!("{}/v1_1/dam-sim/resources/search", sim.base_url()))
         .header("authorization", auth(sim))
         .json(&body)
