@@ -95,26 +95,27 @@ pub async fn run(path: &Path, assets: usize, drop_rate: f64) -> Result<ExitCode,
         }
     }
 
-    let in_use = |what: &str, key: &str, addr: SocketAddr, e: std::io::Error| {
+    let in_use = |what: &str, key: &str, addr: &dyn std::fmt::Display, e: std::io::Error| {
         Failure::input(format!(
             "cannot start the {what} on {addr} ({key} in {file}): {e}; stop what uses the port or change it"
         ))
     };
     let pim = AkeneoSim::start_on(SimConfig::default(), pim_addr)
         .await
-        .map_err(|e| in_use("Akeneo simulator", "[pim] base_url", pim_addr, e))?;
+        .map_err(|e| in_use("Akeneo simulator", "[pim] base_url", &pim_addr, e))?;
     let dam = DamSim::start(DamSimConfig {
         listen: dam_addr,
         ..DamSimConfig::default()
     })
     .await
-    .map_err(|e| in_use("DAM simulator", "[dam] api_url", dam_addr, e))?;
+    .map_err(|e| in_use("DAM simulator", "[dam] api_url", &dam_addr, e))?;
 
     let runtime = Arc::new(Runtime::build(&config)?);
     let listen = config.raw.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
+    // A host name (`localhost:8080`) is resolved by the bind itself.
+    let listener = tokio::net::TcpListener::bind(listen.as_str())
         .await
-        .map_err(|e| in_use("webhook endpoint", "[server] listen", listen, e))?;
+        .map_err(|e| in_use("webhook endpoint", "[server] listen", &listen, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| Failure::runtime(e.to_string()))?;
