@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate_limit_per_sec: non_zero(args.rate_limit_per_sec),
         rate_limit_burst: args.rate_limit_burst,
         option_patch_rate_per_sec: non_zero(args.option_patch_rate_per_sec),
+        ..Faults::default()
     };
     tracing::info!(?faults, "fault knobs");
     let config = SimConfig {

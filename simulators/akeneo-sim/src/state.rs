@@ -13,10 +13,6 @@ use crate::{Faults, SimConfig, Stats};
 
 /// Akeneo refresh tokens live 14 days.
 const REFRESH_TTL: Duration = Duration::from_secs(1_209_600);
-/// Requests already on the wire when a 429 is sent, or sent before the client could read it,
-/// are not violations. 100 ms covers a client's reaction time on a loaded 2-core machine and is
-/// still a tenth of the shortest Retry-After (1 s).
-const RETRY_AFTER_GRACE: Duration = Duration::from_millis(100);
 
 pub(crate) struct AccessToken {
     pub client_id: String,
@@ -446,7 +442,8 @@ impl Shared {
     pub(crate) fn announce_retry_after(&self, client_id: Option<&str>, secs: u64) {
         let Some(client_id) = client_id else { return };
         let now = Instant::now();
-        let (start, end) = (now + RETRY_AFTER_GRACE, now + Duration::from_secs(secs));
+        let grace = Duration::from_millis(self.lock().faults.retry_after_grace_ms);
+        let (start, end) = (now + grace, now + Duration::from_secs(secs));
         if end <= start {
             return;
         }
