@@ -56,14 +56,6 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_with_the_shipped_examples_finds_no_error_against_the_simulators() {
     let pim = AkeneoSim::start(SimConfig::default()).await.unwrap();
@@ -94,7 +86,11 @@ async fn check_with_the_shipped_examples_finds_no_error_against_the_simulators()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serve_runs_the_examples_live_for_check_status_and_dlq() {
     let dir = tempfile::tempdir().unwrap();
-    let (pim_port, dam_port, listen_port) = (free_port(), free_port(), free_port());
+    let (pim_port, dam_port, listen_port) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let dam_url = format!("http://127.0.0.1:{dam_port}");
     let config = examples_at(
         dir.path(),

@@ -178,13 +178,7 @@ async fn serve_listens_on_a_host_name() {
         .replace("listen = \"127.0.0.1:0\"", "listen = \"localhost:0\"");
     std::fs::write(&config, text_of).unwrap();
     let serve = Serve::start(&config, &pim_password(&pim));
-    let health = shared::https::client_builder()
-        .build()
-        .unwrap()
-        .get(format!("{}/healthz", serve.url))
-        .send()
-        .await
-        .unwrap();
+    let health = common::healthz(&serve.url).await;
     assert_eq!(health.status(), 200);
 
     // A value without a port says how to write it.

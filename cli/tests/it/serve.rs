@@ -98,13 +98,7 @@ async fn sigterm_stops_serve_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &pim, &dam, SETTINGS);
     let mut serve = Serve::start(&config, &pim_password(&pim));
-    let health = shared::https::client_builder()
-        .build()
-        .unwrap()
-        .get(format!("{}/healthz", serve.url))
-        .send()
-        .await
-        .unwrap();
+    let health = common::healthz(&serve.url).await;
     assert!(health.status().is_success());
     // A bad signature is refused and nothing is queued.
     let refused = shared::https::client_builder()

@@ -41,15 +41,6 @@ fn id(n: usize) -> String {
     format!("kill9_{n}")
 }
 
-/// A port free now, so both `serve` processes listen where the DAM's webhooks point.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_killed_mid_run_restarts_on_the_same_file_and_loses_nothing() {
     // PIM calls take a while, so batches are in flight when the process dies.
@@ -65,7 +56,7 @@ async fn serve_killed_mid_run_restarts_on_the_same_file_and_loses_nothing() {
     let dam = DamSim::start(DamSimConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &pim, &dam, SETTINGS);
-    let port = free_port();
+    let port = common::free_port();
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
