@@ -442,12 +442,12 @@ impl Shared {
     pub(crate) fn announce_retry_after(&self, client_id: Option<&str>, secs: u64) {
         let Some(client_id) = client_id else { return };
         let now = Instant::now();
-        let grace = Duration::from_millis(self.lock().faults.retry_after_grace_ms);
+        let mut inner = self.lock();
+        let grace = Duration::from_millis(inner.faults.retry_after_grace_ms);
         let (start, end) = (now + grace, now + Duration::from_secs(secs));
         if end <= start {
             return;
         }
-        let mut inner = self.lock();
         let window = match inner.retry_windows.get(client_id) {
             Some(&(s, e)) if e >= start => (s.min(start), e.max(end)),
             _ => (start, end),
